@@ -1,0 +1,1 @@
+"""Where registrations are written: Consul for discovery, PostgreSQL for the record."""

@@ -1,0 +1,116 @@
+"""Settings of the registry, from environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, PostgresDsn, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a registry worker; one frozen object built at start-up.
+
+    Names follow what operators of the reference system already set
+    (POSTGRES_POOL_MIN_SIZE, HEARTBEAT_INTERVAL_SECONDS, CONSUMER_GROUP, ...).
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- Kafka -----------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        description="Comma-separated host:port list of brokers.",
+    )
+    consumer_group: str = Field(
+        "registry-app",
+        description="Faust application id, hence the Kafka consumer group. Every "
+        "worker of one registry shares it; two registries on one cluster need two.",
+    )
+    topic_partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
+        8,
+        description="Partitions of every registry topic and table. Fixed once topics "
+        "exist: it caps how many workers do useful work. Choose for the fleet you will "
+        "have, not the one you have.",
+    )
+    topic_prefix: str = Field(
+        "registry",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Prefix of every topic name, e.g. registry.node-introspection.v1.",
+    )
+
+    # --- Consul ----------------------------------------------------------------------
+    consul_host: str = "127.0.0.1"
+    consul_port: Annotated[int, Field(ge=1, le=65535)] = 8500
+    consul_scheme: str = Field("http", pattern="^https?$")
+    consul_token: SecretStr | None = Field(
+        None, description="ACL token with service:write on the catalog node below."
+    )
+    consul_catalog_node: str = Field(
+        "registry-app-fleet",
+        pattern=r"^[A-Za-z0-9-]{1,63}$",
+        description="Consul catalog node that holds every fleet service. It must not "
+        "be the name of a real Consul agent: an agent's anti-entropy would delete "
+        "services it did not register itself.",
+    )
+    consul_catalog_node_address: str = "127.0.0.1"
+
+    # --- PostgreSQL ------------------------------------------------------------------
+    postgres_dsn: PostgresDsn = Field(
+        PostgresDsn("postgresql://registry:registry@127.0.0.1:5432/registry"),
+        description="asyncpg DSN of the durable registry.",
+    )
+    postgres_pool_min_size: Annotated[int, Field(ge=0, le=1000)] = 2
+    postgres_pool_max_size: Annotated[int, Field(ge=1, le=1000)] = 10
+    postgres_command_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    # --- Liveness --------------------------------------------------------------------
+    heartbeat_interval_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    # --- Worker ----------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("registry-data"),
+        description="Where the worker keeps its RocksDB tables; one per process.",
+    )
+    web_port: Annotated[int, Field(ge=1, le=65535)] = 6066
+    web_host: str = "127.0.0.1"
+    store: str = Field(
+        "rocksdb://",
+        description="Faust table store; rocksdb:// keeps state on disk (rocksdict).",
+    )
+
+    @field_validator("postgres_pool_max_size")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info) -> int:
+        minimum = info.data.get("postgres_pool_min_size", 0)
+        if value < minimum:
+            raise ValueError(
+                f"must be >= POSTGRES_POOL_MIN_SIZE ({minimum}), got {value}"
+            )
+        return value
+
+    @property
+    def kafka_broker_urls(self) -> list[str]:
+        """Broker addresses in the kafka:// form Faust expects."""
+        return [
+            f"kafka://{host.strip()}"
+            for host in self.kafka_bootstrap_servers.split(",")
+        ]
+
+    @property
+    def postgres_dsn_str(self) -> str:
+        return str(self.postgres_dsn)
+
+    def topic_name(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+
+def load_settings() -> Settings:
+    """Build the settings from the environment; the single place that reads it."""
+    return Settings()

@@ -1,0 +1,213 @@
+"""Writes accepted registrations to every backend in batches, retrying until they land.
+
+The agents decide what each backend must hold and hand it here; this service batches
+the writes, runs each backend on its own so one outage does not hold the other back,
+and reports each node once every backend holds its newest generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from mode import Service
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_exponential_jitter,
+)
+
+from registry_app.backends.base import BackendError, NodeRecord, RegistrationBackend
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PendingRegistration:
+    """The newest registration of one node that some backend does not hold yet."""
+
+    record: NodeRecord
+    generation: int
+    correlation_id: uuid.UUID
+    submitted_at: float = field(default_factory=time.monotonic)
+    done: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationOutcome:
+    """What the writer reports for a node: every backend holds `generation`."""
+
+    node_id: str
+    node_type: str
+    generation: int
+    correlation_id: uuid.UUID
+    seconds: float
+
+
+OnRegistered = Callable[[Sequence[RegistrationOutcome]], Awaitable[None]]
+
+
+def _is_retriable(exc: BaseException) -> bool:
+    return isinstance(exc, BackendError) and exc.retriable
+
+
+class RegistrationWriter(Service):
+    """One per worker; holds the registrations not yet confirmed by every backend."""
+
+    def __init__(
+        self,
+        backends: Sequence[RegistrationBackend],
+        on_registered: OnRegistered,
+        *,
+        batch_size: int = 256,
+        max_backoff_seconds: float = 10.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.backends = list(backends)
+        self._on_registered = on_registered
+        self._batch_size = batch_size
+        self._max_backoff = max_backoff_seconds
+        self._pending: dict[str, PendingRegistration] = {}
+        # Per backend: node ids waiting for it, oldest first (dicts keep order).
+        self._queues: dict[str, dict[str, None]] = {b.name: {} for b in self.backends}
+        self._wakeups: dict[str, asyncio.Event] = {
+            b.name: asyncio.Event() for b in self.backends
+        }
+        self._connected: set[str] = set()
+        self._ready = asyncio.Event()
+
+    # --- what the agents call --------------------------------------------------------
+
+    def submit(self, pending: PendingRegistration) -> None:
+        """Queue a node's registration for every backend; a newer one replaces older."""
+        node_id = pending.record.node_id
+        current = self._pending.get(node_id)
+        if current is not None and current.generation > pending.generation:
+            return
+        self._pending[node_id] = pending
+        for name, queue in self._queues.items():
+            queue[node_id] = None
+            self._wakeups[name].set()
+
+    @property
+    def backlog(self) -> int:
+        """Registrations some backend has not confirmed yet."""
+        return len(self._pending)
+
+    # --- service lifecycle -----------------------------------------------------------
+
+    async def on_start(self) -> None:
+        for backend in self.backends:
+            self.add_future(self._connect_then_drain(backend))
+
+    async def on_stop(self) -> None:
+        for backend in self.backends:
+            await backend.close()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def _connect_then_drain(self, backend: RegistrationBackend) -> None:
+        # A backend that is down at start-up delays registrations; it never stops the
+        # worker, so connect with the same patience as any write.
+        async for attempt in self._retrying(backend.name, "connect"):
+            with attempt:
+                try:
+                    await backend.start()
+                except BackendError:
+                    raise
+                except Exception as exc:
+                    raise BackendError(backend.name, repr(exc), retriable=True) from exc
+        logger.info("%s: connected", backend.name)
+        self._connected.add(backend.name)
+        if len(self._connected) == len(self.backends):
+            self._ready.set()
+        await self._drain(backend)
+
+    async def _drain(self, backend: RegistrationBackend) -> None:
+        queue = self._queues[backend.name]
+        wakeup = self._wakeups[backend.name]
+        while not self.should_stop:
+            if not queue:
+                wakeup.clear()
+                await self.wait(wakeup)
+                continue
+
+            node_ids = list(queue)[: self._batch_size]
+            for node_id in node_ids:
+                del queue[node_id]
+            batch = [self._pending[n] for n in node_ids if n in self._pending]
+            generations = {p.record.node_id: p.generation for p in batch}
+
+            try:
+                async for attempt in self._retrying(backend.name, "write"):
+                    with attempt:
+                        await backend.register([p.record for p in batch])
+                if attempt.retry_state.attempt_number > 1:
+                    logger.info(
+                        "%s: writing again after %d tries",
+                        backend.name,
+                        attempt.retry_state.attempt_number,
+                    )
+            except BackendError as exc:
+                # Not retriable: the backend refuses these records as they are. Keep
+                # them pending for this backend; a newer introspection replaces them.
+                logger.error(
+                    "%s: refused %d registration(s), first node %s: %s",
+                    backend.name,
+                    len(batch),
+                    batch[0].record.node_id,
+                    exc,
+                )
+                continue
+
+            await self._mark_done(backend.name, generations)
+
+    async def _mark_done(self, backend_name: str, generations: dict[str, int]) -> None:
+        finished: list[RegistrationOutcome] = []
+        now = time.monotonic()
+        for node_id, generation in generations.items():
+            pending = self._pending.get(node_id)
+            # A newer generation arrived while this one was written: it is queued again.
+            if pending is None or pending.generation != generation:
+                continue
+            pending.done.add(backend_name)
+            if len(pending.done) == len(self.backends):
+                del self._pending[node_id]
+                finished.append(
+                    RegistrationOutcome(
+                        node_id=node_id,
+                        node_type=pending.record.node_type,
+                        generation=generation,
+                        correlation_id=pending.correlation_id,
+                        seconds=now - pending.submitted_at,
+                    )
+                )
+        if finished:
+            await self._on_registered(finished)
+
+    def _retrying(self, backend_name: str, what: str) -> AsyncRetrying:
+        def log_retry(state: RetryCallState) -> None:
+            # One warning when a backend starts failing, then every tenth try, so an
+            # outage is visible without flooding the log.
+            if state.attempt_number == 1 or state.attempt_number % 10 == 0:
+                logger.warning(
+                    "%s: %s failed (try %d), retrying: %s",
+                    backend_name,
+                    what,
+                    state.attempt_number,
+                    state.outcome.exception() if state.outcome else "?",
+                )
+
+        return AsyncRetrying(
+            retry=retry_if_exception(_is_retriable),
+            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff),
+            before_sleep=log_retry,
+            reraise=True,
+        )

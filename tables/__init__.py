@@ -1,0 +1,1 @@
+"""Faust table definitions of the registry (shipped as registry_app.tables)."""

@@ -1,0 +1,247 @@
+"""A node's introspection, through real Kafka, lands in real Consul and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from tests.factories import introspection_factory, later
+from tests.integration.conftest import KAFKA, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
+
+
+async def pg_node(db, node_id: str):
+    return await db.fetchrow("SELECT * FROM nodes WHERE node_id = $1", node_id)
+
+
+async def pg_tools(db, node_id: str) -> dict[str, dict]:
+    rows = await db.fetch(
+        "SELECT tool, version, description, attributes FROM node_tools "
+        "WHERE node_id = $1 ORDER BY tool",
+        node_id,
+    )
+    return {
+        r["tool"]: {**dict(r), "attributes": json.loads(r["attributes"])} for r in rows
+    }
+
+
+async def registered_in_both(db, consul, node_id: str, *, port: int | None = None):
+    async def probe():
+        row = await pg_node(db, node_id)
+        services = await consul.services()
+        if row is None or node_id not in services:
+            return None
+        if port is not None and (
+            row["port"] != port or services[node_id]["Port"] != port
+        ):
+            return None
+        return row, services[node_id]
+
+    return await wait_for(probe, within=60, what=f"{node_id} in Consul and PostgreSQL")
+
+
+async def test_introspection_registers_the_node_in_consul_and_postgres(
+    fleet, db, consul
+):
+    event = introspection_factory(
+        node_type="reducer", host="10.20.30.40", port=7001, tags=["gpu", "blue"]
+    )
+
+    await fleet.publish(event)
+    row, service = await registered_in_both(db, consul, event.node_id)
+
+    assert row["node_type"] == "reducer"
+    assert row["node_version"] == "1.4.2"
+    assert row["node_epoch"] == "boot-1"
+    assert row["status"] == "active"
+    assert (row["host"], row["port"]) == ("10.20.30.40", 7001)
+    assert json.loads(row["endpoints"]) == {
+        "http": "http://10.20.30.40:7001",
+        "metrics": "http://10.20.30.40:9100",
+    }
+    assert json.loads(row["metadata"]) == {"region": "eu-west", "rack": 7}
+    assert row["last_event_time"] == event.event_time
+    assert await pg_tools(db, event.node_id) == {
+        "summarize": {
+            "tool": "summarize",
+            "version": "2",
+            "description": None,
+            "attributes": {},
+        },
+        "translate": {
+            "tool": "translate",
+            "version": None,
+            "description": None,
+            "attributes": {"languages": ["en", "fr"]},
+        },
+    }
+
+    assert service["Service"] == "reducer"
+    assert (service["Address"], service["Port"]) == ("10.20.30.40", 7001)
+    assert service["Tags"] == ["registry-app", "gpu", "blue"]
+    assert service["Meta"]["node_version"] == "1.4.2"
+    assert service["Meta"]["meta_region"] == "eu-west"
+    checks = [
+        c for c in await consul.checks("reducer") if c["ServiceID"] == event.node_id
+    ]
+    assert [c["Status"] for c in checks] == ["passing"]
+
+
+async def test_repeated_event_changes_nothing_and_leaves_one_instance(
+    fleet, db, consul
+):
+    event = introspection_factory(node_type="repeater")
+    await fleet.publish(event)
+    row, service = await registered_in_both(db, consul, event.node_id)
+
+    for _ in range(3):
+        await fleet.publish(event)
+    # A marker node published after the repeats: once it is registered, the repeats
+    # ahead of it on the same worker have been processed too.
+    marker = introspection_factory(
+        node_id=event.node_id + "-marker", node_type="repeater"
+    )
+    await fleet.publish(marker)
+    await registered_in_both(db, consul, marker.node_id)
+    await asyncio.sleep(1)
+
+    row_after = await pg_node(db, event.node_id)
+    assert row_after["updated_at"] == row["updated_at"]
+    instances = [
+        i for i in await consul.instances("repeater") if i["ServiceID"] == event.node_id
+    ]
+    assert len(instances) == 1
+    assert instances[0]["ModifyIndex"] == service["ModifyIndex"]
+
+
+async def test_changed_introspection_updates_both_backends(fleet, db, consul):
+    event = introspection_factory(node_type="mover", port=8000)
+    await fleet.publish(event)
+    await registered_in_both(db, consul, event.node_id, port=8000)
+
+    moved = later(
+        event, 5, port=9000, node_version="2.0.0", capabilities=[{"name": "summarize"}]
+    )
+    await fleet.publish(moved)
+    row, service = await registered_in_both(db, consul, event.node_id, port=9000)
+
+    assert row["node_version"] == "2.0.0"
+    assert service["Meta"]["node_version"] == "2.0.0"
+    assert list(await pg_tools(db, event.node_id)) == ["summarize"]
+    assert (
+        len(
+            [
+                i
+                for i in await consul.instances("mover")
+                if i["ServiceID"] == event.node_id
+            ]
+        )
+        == 1
+    )
+
+
+async def test_older_event_arriving_late_does_not_win(fleet, db, consul):
+    event = introspection_factory(node_type="ordered", port=8100)
+    newer = later(event, 10, port=8200)
+    older = later(event, 5, port=8150)
+
+    await fleet.publish(event)
+    await fleet.publish(newer)
+    await fleet.publish(older)
+    marker = introspection_factory(
+        node_id=event.node_id + "-marker", node_type="ordered"
+    )
+    await fleet.publish(marker)
+    await registered_in_both(db, consul, marker.node_id)
+    await registered_in_both(db, consul, event.node_id, port=8200)
+    await asyncio.sleep(1)
+
+    assert (await pg_node(db, event.node_id))["port"] == 8200
+    assert (await consul.services())[event.node_id]["Port"] == 8200
+
+
+async def test_a_burst_of_nodes_is_registered_exactly_once_each(fleet, db, consul):
+    events = [introspection_factory(node_type="burst") for _ in range(300)]
+
+    await asyncio.gather(*(fleet.publish(e) for e in events))
+
+    async def all_there():
+        count = await db.fetchval(
+            "SELECT count(*) FROM nodes WHERE node_id = ANY($1::text[])",
+            [e.node_id for e in events],
+        )
+        instances = await consul.instances("burst")
+        return count == 300 and len(instances) == 300 and instances
+
+    instances = await wait_for(all_there, within=90, what="300 nodes in both backends")
+    assert sorted(i["ServiceID"] for i in instances) == sorted(
+        e.node_id for e in events
+    )
+
+
+async def test_malformed_event_is_dead_lettered_and_the_next_one_registers(
+    fleet, db, consul, settings
+):
+    good = introspection_factory(node_type="survivor")
+    # Same key as the good event: the same partition, just before it.
+    await fleet.publish_raw(
+        good.node_id.encode(), b'{"event_type": "NODE_INTROSPECTION"'
+    )
+    await fleet.publish(good)
+
+    await registered_in_both(db, consul, good.node_id)
+
+    dead = await read_topic(
+        settings.topic_name("dead-letter.v1"), key=good.node_id.encode()
+    )
+    assert len(dead) == 1
+    assert dead[0]["value"] == '{"event_type": "NODE_INTROSPECTION"'
+    assert "Invalid JSON" in dead[0]["reason"]
+
+
+async def test_registry_announces_the_registration_to_the_node(
+    fleet, db, consul, settings
+):
+    event = introspection_factory(node_type="listener")
+    await fleet.publish(event)
+    await registered_in_both(db, consul, event.node_id)
+
+    async def announced():
+        return await read_topic(
+            settings.topic_name("registry-events.v1"), key=event.node_id.encode()
+        )
+
+    [registered] = await wait_for(announced, within=30, what="NODE_REGISTERED")
+    assert registered["event_type"] == "NODE_REGISTERED"
+    assert registered["correlation_id"] == str(event.event_id)
+    assert registered["payload"]["consul"] == {"ok": True, "detail": None}
+    assert registered["payload"]["postgres"] == {"ok": True, "detail": None}
+
+
+async def read_topic(topic: str, *, key: bytes) -> list[dict]:
+    """Every JSON value with this key on the topic, from the beginning."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=KAFKA,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+        client_id=f"test-reader-{uuid.uuid4().hex[:6]}",
+    )
+    await consumer.start()
+    try:
+        found = []
+        batches = await consumer.getmany(timeout_ms=3000)
+        while batches:
+            for messages in batches.values():
+                found.extend(json.loads(m.value) for m in messages if m.key == key)
+            batches = await consumer.getmany(timeout_ms=500)
+        return found
+    finally:
+        await consumer.stop()
