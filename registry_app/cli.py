@@ -151,7 +151,7 @@ def list_nodes(prefix: str, wait_for: int | None, timeout: float) -> None:
     )
     for row in rows:
         service = services.get(row["node_id"])
-        in_consul = "passing" if service else "MISSING"
+        in_consul = service or "MISSING"
         address = f"{row['host']}:{row['port']}"
         click.echo(
             f"{row['node_id']:<24} {row['node_type']:<13} {row['node_version']:<8} "

@@ -131,3 +131,82 @@ class NodeRegistered(_Envelope):
     event_type: Literal[EventType.NODE_REGISTERED] = EventType.NODE_REGISTERED
     node_epoch: str = "registry"
     payload: RegisteredPayload
+
+
+class RequestIntrospectionPayload(_Model):
+    """Which nodes should introspect again: all, one node type, or one node id."""
+
+    node_type: str | None = None
+    target_node_id: NodeId | None = None
+    reason: str = Field("registry-startup", max_length=256)
+
+
+class RequestIntrospection(_Envelope):
+    """Registry -> nodes: publish your NODE_INTROSPECTION again.
+
+    `node_id` is the registry's own id; a targeted request is keyed by the target node
+    id, so it lands on that node's partition. Nodes read every partition of the topic.
+    """
+
+    event_type: Literal[EventType.REQUEST_INTROSPECTION] = (
+        EventType.REQUEST_INTROSPECTION
+    )
+    node_epoch: str = "registry"
+    payload: RequestIntrospectionPayload = Field(
+        default_factory=RequestIntrospectionPayload
+    )
+
+    def is_for(self, node_id: str, node_type: str) -> bool:
+        """True when a node with this id and type should answer."""
+        target = self.payload
+        if target.target_node_id is not None:
+            return target.target_node_id == node_id
+        if target.node_type is not None:
+            return target.node_type == node_type
+        return True
+
+
+class ExpiredPayload(_Model):
+    node_type: str
+    last_heartbeat: AwareDatetime | None
+    deadline: AwareDatetime
+
+
+class NodeExpired(_Envelope):
+    event_type: Literal[EventType.NODE_EXPIRED] = EventType.NODE_EXPIRED
+    node_epoch: str = "registry"
+    payload: ExpiredPayload
+
+
+class DeregisteredPayload(_Model):
+    node_type: str
+    reason: str = Field("shutdown", max_length=256)
+
+
+class NodeDeregistered(_Envelope):
+    event_type: Literal[EventType.NODE_DEREGISTERED] = EventType.NODE_DEREGISTERED
+    node_epoch: str = "registry"
+    payload: DeregisteredPayload
+
+
+class RegistrationFailedPayload(_Model):
+    node_type: str
+    backend: str
+    detail: str = Field(max_length=2048)
+
+
+class RegistrationFailed(_Envelope):
+    event_type: Literal[EventType.REGISTRATION_FAILED] = EventType.REGISTRATION_FAILED
+    node_epoch: str = "registry"
+    payload: RegistrationFailedPayload
+
+
+RegistryEvent = Annotated[
+    NodeRegistered | NodeExpired | NodeDeregistered | RegistrationFailed,
+    Field(discriminator="event_type"),
+]
+"""Any event the registry publishes about a node."""
+
+registry_event_adapter: TypeAdapter[
+    NodeRegistered | NodeExpired | NodeDeregistered | RegistrationFailed
+] = TypeAdapter(RegistryEvent)

@@ -8,8 +8,10 @@ from registry_app.backends.consul import ConsulCatalog
 from registry_app.settings import Settings
 
 
-async def registered_nodes(settings: Settings) -> tuple[list[asyncpg.Record], dict]:
-    """Rows of PostgreSQL's node table and the Consul services of the fleet."""
+async def registered_nodes(
+    settings: Settings,
+) -> tuple[list[asyncpg.Record], dict[str, str]]:
+    """Rows of PostgreSQL's node table, and the Consul health of each fleet service."""
     connection = await asyncpg.connect(settings.postgres_dsn_str)
     try:
         rows = await connection.fetch(
@@ -26,7 +28,7 @@ async def registered_nodes(settings: Settings) -> tuple[list[asyncpg.Record], di
     consul = ConsulCatalog(settings)
     await consul.start()
     try:
-        services = await consul.services()
+        statuses = await consul.check_statuses()
     finally:
         await consul.close()
-    return rows, services
+    return rows, statuses

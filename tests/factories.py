@@ -54,7 +54,9 @@ def later(
     event: NodeIntrospection, seconds: float = 1.0, **changes: Any
 ) -> NodeIntrospection:
     """The same node's next introspection, `seconds` later, with payload changes."""
-    payload = event.payload.model_copy(update=changes)
+    payload = IntrospectionPayload.model_validate(
+        {**event.payload.model_dump(), **changes}
+    )
     return event.model_copy(
         update={
             "event_id": uuid.uuid4(),

@@ -229,3 +229,10 @@ class ConsulCatalog:
             raise BackendError(self.name, "not started", retriable=True)
         _, node = await self._client.catalog.node(self._node)
         return dict(node["Services"]) if node else {}
+
+    async def check_statuses(self) -> dict[str, str]:
+        """The health status Consul reports for each fleet node, by node id."""
+        if self._client is None:
+            raise BackendError(self.name, "not started", retriable=True)
+        _, checks = await self._client.health.node(self._node)
+        return {c["ServiceID"]: c["Status"] for c in checks or [] if c["ServiceID"]}

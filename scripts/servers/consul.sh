@@ -74,16 +74,17 @@ consul_install() {
   say "consul: resolving dependencies"
   _consul_go "go get" get -tool "$CONSUL_MODULE@$CONSUL_VERSION"
 
-  # Graph gate: exactly the pinned Consul, neither BUSL module anywhere in the build list,
-  # and no module compiled into the binary with a Business Source LICENSE.
-  _consul_go "go list" list -m -f '{{.Path}} {{.Version}}' all
-  grep -qx "$CONSUL_MODULE $CONSUL_VERSION" "$log" \
-    || die "consul: the build list does not hold $CONSUL_MODULE $CONSUL_VERSION (see $log)"
-  if grep -Eq "^$CONSUL_MODULE/(envoyextensions|troubleshoot) " "$log"; then
-    die "consul: the build graph holds a BUSL-licensed Consul module (envoyextensions/troubleshoot)"
+  # Graph gate: neither BUSL module anywhere in the module graph, exactly the pinned Consul
+  # in the build, and no module compiled into the binary with a Business Source LICENSE.
+  # (Not `go list -m all`: it wants metadata of unused modules that the proxy may refuse.)
+  _consul_go "go mod graph" mod graph
+  if grep -Eq "$CONSUL_MODULE/(envoyextensions|troubleshoot)@" "$log"; then
+    die "consul: the module graph holds a BUSL-licensed Consul module (envoyextensions/troubleshoot)"
   fi
-  _consul_go "go list -deps" list -deps -f '{{with .Module}}MODDIR {{.Dir}}{{end}}' "$CONSUL_MODULE"
-  bad=$(sed -n 's/^MODDIR //p' "$log" | sort -u | while read -r dir; do
+  _consul_go "go list -deps" list -deps -f '{{with .Module}}MOD {{.Path}} {{.Version}} {{.Dir}}{{end}}' "$CONSUL_MODULE"
+  grep -q "^MOD $CONSUL_MODULE $CONSUL_VERSION " "$log" \
+    || die "consul: the build would not use $CONSUL_MODULE $CONSUL_VERSION (see $log)"
+  bad=$(sed -n 's/^MOD [^ ]* [^ ]* //p' "$log" | sort -u | while read -r dir; do
     grep -lis 'Business Source License' "$dir"/LICENSE* "$dir"/COPYING* || true
   done | head -n 3)
   [ -z "$bad" ] || die "consul: a module in the build has a Business Source licence: $bad"

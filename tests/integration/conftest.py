@@ -29,7 +29,10 @@ from registry_app.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+# The same variables scripts/servers.sh reads, so both agree on where the servers are.
+KAFKA = os.environ.get(
+    "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+)
 CONSUL_URL = f"http://127.0.0.1:{os.environ.get('CONSUL_HTTP_PORT', '8500')}"
 POSTGRES_PORT = os.environ.get("POSTGRES_PORT", "5432")
 POSTGRES_ADMIN_DSN = os.environ.get(
