@@ -168,6 +168,7 @@ class RequestIntrospection(_Envelope):
 
 class ExpiredPayload(_Model):
     node_type: str
+    generation: Annotated[int, Field(ge=1)]
     last_heartbeat: AwareDatetime | None
     deadline: AwareDatetime
 
@@ -180,6 +181,7 @@ class NodeExpired(_Envelope):
 
 class DeregisteredPayload(_Model):
     node_type: str
+    generation: Annotated[int, Field(ge=1)]
     reason: str = Field("shutdown", max_length=256)
 
 
@@ -191,6 +193,7 @@ class NodeDeregistered(_Envelope):
 
 class RegistrationFailedPayload(_Model):
     node_type: str
+    generation: Annotated[int, Field(ge=1)]
     backend: str
     detail: str = Field(max_length=2048)
 

@@ -1,9 +1,10 @@
-"""The registry worker: topics, the node table, the agents and the backend writer."""
+"""The registry worker: topics, tables, agents, expiry ticks and the backend writer."""
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +18,31 @@ from registry_app.backends.postgres import PostgresRegistry
 from registry_app.decoding import InvalidEvent, decode_node_event
 from registry_app.events import (
     BackendOutcome,
+    DeregisteredPayload,
+    ExpiredPayload,
+    NodeDeregistered,
+    NodeExpired,
+    NodeHeartbeat,
     NodeIntrospection,
     NodeRegistered,
+    NodeShutdown,
     RegisteredPayload,
+    RegistrationFailed,
+    RegistrationFailedPayload,
+    RequestIntrospection,
+    RequestIntrospectionPayload,
+    registry_event_adapter,
 )
+from registry_app.lifecycle import HeartbeatVerdict
+from registry_app.liveness import ExpiryIndex, MassExpiryGuard, RequestLimiter
 from registry_app.settings import Settings
-from registry_app.tables.nodes import create_node_table, dump_state, load_state
+from registry_app.tables.liveness import Liveness, create_liveness_table
+from registry_app.tables.nodes import (
+    NodeState,
+    create_node_table,
+    dump_state,
+    load_state,
+)
 from registry_app.topics import RegistryTopics, create_topics
 from registry_app.writer import (
     PendingRegistration,
@@ -31,6 +51,11 @@ from registry_app.writer import (
 )
 
 logger = logging.getLogger(__name__)
+
+# A tick is the registry's own clock event on a heartbeat partition: processed in order
+# with the heartbeats, it tells the partition "time has reached T" (see on_tick).
+TICK_HEADER = "registry-tick"
+REGISTRY_ID = "registry"
 
 
 class Registry:
@@ -56,15 +81,36 @@ class Registry:
         )
         self.topics: RegistryTopics = create_topics(self.app, settings)
         self.nodes = create_node_table(self.app, settings)
+        self.liveness = create_liveness_table(self.app, settings)
+
         self.writer = RegistrationWriter(
             backends
             if backends is not None
             else [ConsulCatalog(settings), PostgresRegistry(settings)],
             on_registered=self.on_registered,
+            on_refused=self.on_refused,
+            heartbeat_flush_seconds=settings.heartbeat_flush_seconds,
         )
         self.app.add_dependency(self.writer)
+
+        self.expiry_index = ExpiryIndex()
+        self.expiry_guard = MassExpiryGuard(
+            ratio=settings.expiry_guard_ratio,
+            min_nodes=settings.expiry_guard_min_nodes,
+            hold_seconds=settings.expiry_guard_hold_seconds,
+        )
+        self.targeted_requests = RequestLimiter(
+            settings.reintrospection_min_interval_seconds
+        )
+        self.broadcast_requests = RequestLimiter(
+            settings.reintrospection_min_interval_seconds
+        )
+
+        self._topics_declared = False
         self.nodes.on_recover(self.on_nodes_recovered)
+        self.liveness.on_recover(self.on_liveness_recovered)
         self.app.task(self.declare_topics)
+        self.app.timer(settings.expiry_tick_seconds)(self.publish_ticks)
         self._install_agents()
 
     # --- agents ----------------------------------------------------------------------
@@ -78,96 +124,252 @@ class Registry:
             async for event in stream.events():
                 await self.on_introspection_message(event)
 
+        @app.agent(topics.heartbeat, name="registry.liveness")
+        async def liveness_agent(stream: faust.StreamT) -> None:
+            """Heartbeats, shutdowns and ticks: keep deadlines, expire the silent."""
+            async for event in stream.events():
+                await self.on_liveness_message(event)
+
         @app.agent(topics.registry_events, name="registry.confirmations")
         async def confirmation_agent(stream: faust.StreamT) -> None:
-            """Mark nodes registered once the writer confirmed every backend."""
+            """Mark nodes in sync once the writer confirmed every backend."""
             async for event in stream.events():
                 self.on_registry_event_message(event)
 
         self.introspection_agent = introspection_agent
+        self.liveness_agent = liveness_agent
         self.confirmation_agent = confirmation_agent
 
     async def on_introspection_message(self, event: EventT) -> None:
-        message = event.message
-        try:
-            node_event = decode_node_event(message.value)
-            if not isinstance(node_event, NodeIntrospection):
-                raise InvalidEvent(
-                    f"{node_event.event_type} does not belong on {message.topic}"
-                )
-            if message.key is not None and message.key.decode() != node_event.node_id:
-                raise InvalidEvent(
-                    f"message key {message.key!r} is not the node id "
-                    f"{node_event.node_id!r}"
-                )
-        except (InvalidEvent, UnicodeDecodeError) as exc:
-            await self.dead_letter(event, str(exc))
+        node_event = await self._decode(event, NodeIntrospection)
+        if node_event is None:
             return
+        node_id = node_event.node_id
 
-        state = load_state(self.nodes.get(node_event.node_id))
+        state = load_state(self.nodes.get(node_id))
         new_state = lifecycle.apply_introspection(state, node_event)
-        if new_state is None:
-            logger.debug("node %s: introspection changes nothing", node_event.node_id)
+        if new_state is not None:
+            self._store(new_state, correlation_id=node_event.event_id)
+            logger.debug(
+                "node %s: introspection accepted (generation %d)",
+                node_id,
+                new_state.generation,
+            )
+        current = new_state or state
+        if current is not None and current.status.alive:
+            # An introspection is a sign of life too.
+            self._refresh_liveness(
+                node_id,
+                event.message.partition,
+                node_event.node_epoch,
+                node_event.event_time,
+            )
+
+    async def on_liveness_message(self, event: EventT) -> None:
+        message = event.message
+        if _is_tick(message):
+            await self.on_tick(
+                message.partition, json.loads(message.value)["tick_time"]
+            )
             return
 
-        self.nodes[node_event.node_id] = dump_state(new_state)
-        self.writer.submit(
-            PendingRegistration(
-                record=new_state.to_record(),
-                generation=new_state.generation,
-                correlation_id=node_event.event_id,
+        node_event = await self._decode(event, (NodeHeartbeat, NodeShutdown))
+        if node_event is None:
+            return
+        node_id = node_event.node_id
+        state = load_state(self.nodes.get(node_id))
+
+        if isinstance(node_event, NodeShutdown):
+            new_state = lifecycle.apply_shutdown(state, node_event)
+            if new_state is not None:
+                self._store(new_state, correlation_id=node_event.event_id)
+                self._forget_liveness(node_id)
+                logger.info("node %s: shut down, deregistering", node_id)
+            return
+
+        liveness = Liveness.load(self.liveness.get(node_id))
+        verdict = lifecycle.judge_heartbeat(state, liveness, node_event)
+        if verdict in (HeartbeatVerdict.ALIVE, HeartbeatVerdict.NEW_EPOCH):
+            self._refresh_liveness(
+                node_id, message.partition, node_event.node_epoch, node_event.event_time
             )
-        )
+            self.writer.note_heartbeat(node_id, node_event.event_time.timestamp())
+        if verdict in (HeartbeatVerdict.UNKNOWN, HeartbeatVerdict.NEW_EPOCH):
+            await self.maybe_request_introspection(node_id, reason=verdict.value)
 
     def on_registry_event_message(self, event: EventT) -> None:
         try:
-            registered = NodeRegistered.model_validate_json(event.message.value)
+            announced = registry_event_adapter.validate_json(event.message.value)
         except ValueError:
-            # The registry's own topic also carries events nodes consume (expired, ...);
-            # only NODE_REGISTERED confirms anything.
+            logger.warning(
+                "unreadable event on %s[%d]@%d",
+                event.message.topic,
+                event.message.partition,
+                event.message.offset,
+            )
             return
-        node_id = registered.node_id
+        if isinstance(announced, RegistrationFailed):
+            return
+
+        node_id = announced.node_id
         state = load_state(self.nodes.get(node_id))
         new_state = lifecycle.apply_registered(
-            state, registered.payload.generation, now=datetime.now(UTC)
+            state, announced.payload.generation, now=datetime.now(UTC)
         )
-        if new_state is not None:
-            self.nodes[node_id] = dump_state(new_state)
-            logger.info(
-                "node %s registered (type %s, generation %d)",
-                node_id,
-                new_state.node_type,
-                registered.payload.generation,
+        if new_state is None:
+            return
+        self.nodes[node_id] = dump_state(new_state)
+        logger.info(
+            "node %s: %s in both backends (type %s, generation %d)",
+            node_id,
+            _past_tense(announced),
+            new_state.node_type,
+            announced.payload.generation,
+        )
+
+    # --- liveness and expiry ---------------------------------------------------------
+
+    def _refresh_liveness(
+        self, node_id: str, partition: int, epoch: str, event_time: datetime
+    ) -> None:
+        seen = event_time.timestamp()
+        current = Liveness.load(self.liveness.get(node_id))
+        if current is not None and current.last_seen >= seen:
+            return
+        deadline = seen + self.settings.liveness_timeout
+        self.liveness[node_id] = Liveness(partition, epoch, seen, deadline).dump()
+        self.expiry_index.track(partition, node_id, deadline)
+
+    def _forget_liveness(self, node_id: str) -> None:
+        if self.liveness.get(node_id) is not None:
+            del self.liveness[node_id]
+        self.expiry_index.forget(node_id)
+
+    async def publish_ticks(self) -> None:
+        """Put the time on every heartbeat partition this worker owns."""
+        topic_name = self.topics.heartbeat.get_topic_name()
+        owned = [
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == topic_name
+        ]
+        body = json.dumps({"tick_time": datetime.now(UTC).timestamp()}).encode()
+        for partition in owned:
+            await self.topics.heartbeat.send(
+                key=TICK_HEADER.encode(),
+                value=body,
+                partition=partition,
+                headers={TICK_HEADER: b"1"},
             )
 
-    async def declare_topics(self) -> None:
-        """Create the topics no agent consumes (Faust creates the others itself)."""
-        for topic in (
-            self.topics.heartbeat,
-            self.topics.requests,
-            self.topics.dead_letter,
+    async def on_tick(self, partition: int, tick_time: float) -> None:
+        """Expire the partition's nodes whose deadline is before the tick's time.
+
+        The tick was appended after every heartbeat published before it, so when it is
+        processed the partition has seen those heartbeats: a worker that was down, slow
+        or lagging judges deadlines by how far the partition has got, never by the wall
+        clock, and does not expire nodes whose heartbeats are still queued.
+        """
+        due = self.expiry_index.due(partition, tick_time)
+        if not due:
+            return
+        if not self.expiry_guard.allows(
+            partition, len(due), self.expiry_index.tracked(partition)
         ):
-            await topic.maybe_declare()
+            return
+
+        partition_time = datetime.fromtimestamp(tick_time, UTC)
+        for node_id in due:
+            liveness = Liveness.load(self.liveness.get(node_id))
+            if liveness is not None and liveness.deadline >= tick_time:
+                continue  # refreshed since it was indexed
+            state = load_state(self.nodes.get(node_id))
+            new_state = lifecycle.apply_expiry(state, partition_time=partition_time)
+            self._forget_liveness(node_id)
+            if new_state is None:
+                continue
+            details = {
+                "last_heartbeat": liveness.last_seen_at if liveness else None,
+                "deadline": liveness.deadline_at if liveness else partition_time,
+            }
+            self._store(new_state, correlation_id=None, details=details)
+            logger.info(
+                "node %s: expired, last sign of life %s (partition %d)",
+                node_id,
+                details["last_heartbeat"],
+                partition,
+            )
+
+    # --- requests to nodes -----------------------------------------------------------
+
+    async def maybe_request_introspection(self, node_id: str, *, reason: str) -> None:
+        """Ask one node to introspect, at most once per interval."""
+        if not self.targeted_requests.allow(node_id):
+            return
+        request = RequestIntrospection(
+            node_id=REGISTRY_ID,
+            payload=RequestIntrospectionPayload(target_node_id=node_id, reason=reason),
+        )
+        await self.topics.requests.send(
+            key=node_id.encode(), value=request.model_dump_json().encode()
+        )
+        logger.info("node %s: asked to introspect (%s)", node_id, reason)
+
+    async def request_everyone(self, reason: str) -> None:
+        """Ask every node to introspect, at most once per interval per worker."""
+        if not self.broadcast_requests.allow("*"):
+            return
+        request = RequestIntrospection(
+            node_id=REGISTRY_ID, payload=RequestIntrospectionPayload(reason=reason)
+        )
+        await self.topics.requests.send(
+            key=REGISTRY_ID.encode(), value=request.model_dump_json().encode()
+        )
+        logger.info("asked every node to introspect (%s)", reason)
 
     # --- writer and recovery callbacks -----------------------------------------------
 
-    async def on_registered(self, outcomes: Sequence[RegistrationOutcome]) -> None:
-        """Tell nodes (and this registry's own table) that both backends hold them."""
-        for outcome in outcomes:
-            registered = NodeRegistered(
-                node_id=outcome.node_id,
-                correlation_id=outcome.correlation_id,
-                payload=RegisteredPayload(
-                    node_type=outcome.node_type,
-                    generation=outcome.generation,
-                    consul=BackendOutcome(ok=True),
-                    postgres=BackendOutcome(ok=True),
-                ),
+    def _store(
+        self,
+        state: NodeState,
+        *,
+        correlation_id: uuid.UUID | None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the node's new state and hand what the backends must hold to them."""
+        self.nodes[state.node_id] = dump_state(state)
+        self.writer.submit(
+            PendingRegistration(
+                record=state.to_record(),
+                generation=state.generation,
+                correlation_id=correlation_id,
+                details=details or {},
             )
+        )
+
+    async def on_registered(self, outcomes: Sequence[RegistrationOutcome]) -> None:
+        """Announce each node both backends now hold: to the node and to our table."""
+        for outcome in outcomes:
+            announcement = _announcement(outcome)
             await self.topics.registry_events.send(
                 key=outcome.node_id.encode(),
-                value=registered.model_dump_json().encode(),
+                value=announcement.model_dump_json().encode(),
             )
+
+    async def on_refused(self, pending: PendingRegistration, error: Exception) -> None:
+        failed = RegistrationFailed(
+            node_id=pending.record.node_id,
+            correlation_id=pending.correlation_id,
+            payload=RegistrationFailedPayload(
+                node_type=pending.record.node_type,
+                generation=pending.generation,
+                backend=getattr(error, "backend", "?"),
+                detail=str(error)[:2048],
+            ),
+        )
+        await self.topics.registry_events.send(
+            key=pending.record.node_id.encode(), value=failed.model_dump_json().encode()
+        )
 
     async def on_nodes_recovered(self) -> None:
         """After a restart or rebalance, finish the writes the table holds pending."""
@@ -179,12 +381,54 @@ class Registry:
                     PendingRegistration(
                         record=state.to_record(),
                         generation=state.generation,
-                        correlation_id=_uuid_or_new(state.last_event_id),
+                        correlation_id=_uuid_or_none(state.last_event_id),
                     )
                 )
                 resubmitted += 1
         if resubmitted:
-            logger.info("recovered %d node(s) with pending writes", resubmitted)
+            logger.info("recovered %d node(s) with pending backend writes", resubmitted)
+        # Nodes may have changed while partitions moved or the registry was down;
+        # their introspection makes the backends converge.
+        await self.declare_topics()
+        await self.request_everyone("registry-recovered")
+
+    async def on_liveness_recovered(self) -> None:
+        """Rebuild the expiry index of the partitions this worker now owns."""
+        self.expiry_index.clear()
+        for node_id, raw in self.liveness.items():
+            liveness = Liveness.load(raw)
+            if liveness is not None:
+                self.expiry_index.track(liveness.partition, node_id, liveness.deadline)
+        logger.info("tracking liveness of %d node(s)", len(self.expiry_index))
+
+    async def declare_topics(self) -> None:
+        """Create the topics no agent consumes (Faust creates the others itself)."""
+        if self._topics_declared:
+            return
+        for topic in (self.topics.requests, self.topics.dead_letter):
+            await topic.maybe_declare()
+        self._topics_declared = True
+
+    # --- bad input -------------------------------------------------------------------
+
+    async def _decode(self, event: EventT, expected):
+        """The event as one of the `expected` types, or None once dead-lettered."""
+        message = event.message
+        try:
+            node_event = decode_node_event(message.value)
+            if not isinstance(node_event, expected):
+                raise InvalidEvent(
+                    f"{node_event.event_type} does not belong on {message.topic}"
+                )
+            key = message.key.decode() if message.key is not None else None
+            if key != node_event.node_id:
+                raise InvalidEvent(
+                    f"message key {key!r} is not the node id {node_event.node_id!r}"
+                )
+        except (InvalidEvent, UnicodeDecodeError) as exc:
+            await self.dead_letter(event, str(exc))
+            return None
+        return node_event
 
     async def dead_letter(self, event: EventT, reason: str) -> None:
         """Park a refused event, with the reason, and carry on with the next one."""
@@ -211,10 +455,53 @@ class Registry:
         )
 
 
-def _uuid_or_new(text: str):
-    import uuid
+def _is_tick(message) -> bool:
+    headers = message.headers or ()
+    if isinstance(headers, dict):
+        return TICK_HEADER in headers
+    return any(name == TICK_HEADER for name, _ in headers)
 
+
+def _announcement(outcome: RegistrationOutcome):
+    """The event that tells a node what the backends now hold for it."""
+    common = {"node_id": outcome.node_id, "correlation_id": outcome.correlation_id}
+    if outcome.status == "expired":
+        return NodeExpired(
+            **common,
+            payload=ExpiredPayload(
+                node_type=outcome.node_type,
+                generation=outcome.generation,
+                **outcome.details,
+            ),
+        )
+    if outcome.status == "deregistered":
+        return NodeDeregistered(
+            **common,
+            payload=DeregisteredPayload(
+                node_type=outcome.node_type, generation=outcome.generation
+            ),
+        )
+    return NodeRegistered(
+        **common,
+        payload=RegisteredPayload(
+            node_type=outcome.node_type,
+            generation=outcome.generation,
+            consul=BackendOutcome(ok=True),
+            postgres=BackendOutcome(ok=True),
+        ),
+    )
+
+
+def _past_tense(announced) -> str:
+    if isinstance(announced, NodeExpired):
+        return "expired"
+    if isinstance(announced, NodeDeregistered):
+        return "deregistered"
+    return "registered"
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(text)
     except ValueError:
-        return uuid.uuid4()
+        return None

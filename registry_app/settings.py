@@ -71,7 +71,40 @@ class Settings(BaseSettings):
     postgres_command_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
 
     # --- Liveness --------------------------------------------------------------------
-    heartbeat_interval_seconds: Annotated[float, Field(gt=0)] = 30.0
+    heartbeat_interval_seconds: Annotated[float, Field(gt=0)] = Field(
+        30.0,
+        description="How often nodes heartbeat; the liveness timeout scales on it.",
+    )
+    liveness_timeout_seconds: Annotated[float, Field(gt=0)] | None = Field(
+        None,
+        description="Silence after which a node expires (default: 3 intervals).",
+    )
+    expiry_tick_seconds: Annotated[float, Field(gt=0)] = Field(
+        5.0,
+        description="How often each worker checks its partitions for expired nodes. "
+        "Expiry is judged by the time a partition has reached, not the wall clock.",
+    )
+    expiry_guard_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5,
+        description="Share of a partition's nodes expiring at once that is held as a "
+        "suspected registry or network fault instead of applied.",
+    )
+    expiry_guard_min_nodes: Annotated[int, Field(ge=1)] = Field(
+        10, description="The guard ignores partitions tracking fewer nodes than this."
+    )
+    expiry_guard_hold_seconds: Annotated[float, Field(gt=0)] = Field(
+        600.0,
+        description="How long a held mass expiry waits; if it is still due then, it is "
+        "applied (a real mass outage) with an ERROR log.",
+    )
+    reintrospection_min_interval_seconds: Annotated[float, Field(ge=0)] = Field(
+        60.0,
+        description="Least time between two broadcast REQUEST_INTROSPECTION of a "
+        "worker, and between two targeted requests to one node.",
+    )
+    heartbeat_flush_seconds: Annotated[float, Field(gt=0)] = Field(
+        5.0, description="How often last-heartbeat times are written to PostgreSQL."
+    )
 
     # --- Worker ----------------------------------------------------------------------
     data_dir: Path = Field(
@@ -94,6 +127,13 @@ class Settings(BaseSettings):
                 f"must be >= POSTGRES_POOL_MIN_SIZE ({minimum}), got {value}"
             )
         return value
+
+    @property
+    def liveness_timeout(self) -> float:
+        """Seconds of silence after which a node expires."""
+        if self.liveness_timeout_seconds is not None:
+            return self.liveness_timeout_seconds
+        return 3 * self.heartbeat_interval_seconds
 
     @property
     def kafka_broker_urls(self) -> list[str]:

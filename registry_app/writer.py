@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from mode import Service
 from tenacity import (
@@ -33,7 +34,9 @@ class PendingRegistration:
 
     record: NodeRecord
     generation: int
-    correlation_id: uuid.UUID
+    correlation_id: uuid.UUID | None
+    # Extra fields for the event that announces the outcome (e.g. the last heartbeat).
+    details: dict[str, Any] = field(default_factory=dict)
     submitted_at: float = field(default_factory=time.monotonic)
     done: set[str] = field(default_factory=set)
 
@@ -44,12 +47,15 @@ class RegistrationOutcome:
 
     node_id: str
     node_type: str
+    status: str  # what the backends now hold: active, expired or deregistered
     generation: int
-    correlation_id: uuid.UUID
+    correlation_id: uuid.UUID | None
+    details: dict[str, Any]
     seconds: float
 
 
 OnRegistered = Callable[[Sequence[RegistrationOutcome]], Awaitable[None]]
+OnRefused = Callable[[PendingRegistration, BackendError], Awaitable[None]]
 
 
 def _is_retriable(exc: BaseException) -> bool:
@@ -63,14 +69,20 @@ class RegistrationWriter(Service):
         self,
         backends: Sequence[RegistrationBackend],
         on_registered: OnRegistered,
+        on_refused: OnRefused | None = None,
         *,
         batch_size: int = 256,
         max_backoff_seconds: float = 10.0,
+        heartbeat_flush_seconds: float = 5.0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.backends = list(backends)
         self._on_registered = on_registered
+        self._on_refused = on_refused
+        self._heartbeat_flush_seconds = heartbeat_flush_seconds
+        # Newest heartbeat time per node, written to backends that keep it, in batches.
+        self._heartbeats: dict[str, float] = {}
         self._batch_size = batch_size
         self._max_backoff = max_backoff_seconds
         self._pending: dict[str, PendingRegistration] = {}
@@ -79,6 +91,7 @@ class RegistrationWriter(Service):
         self._wakeups: dict[str, asyncio.Event] = {
             b.name: asyncio.Event() for b in self.backends
         }
+        self._solo: dict[str, set[str]] = {b.name: set() for b in self.backends}
         self._connected: set[str] = set()
         self._ready = asyncio.Event()
 
@@ -95,6 +108,11 @@ class RegistrationWriter(Service):
             queue[node_id] = None
             self._wakeups[name].set()
 
+    def note_heartbeat(self, node_id: str, event_time: float) -> None:
+        """Remember a heartbeat for the next batched write of last-heartbeat times."""
+        if event_time > self._heartbeats.get(node_id, 0.0):
+            self._heartbeats[node_id] = event_time
+
     @property
     def backlog(self) -> int:
         """Registrations some backend has not confirmed yet."""
@@ -105,6 +123,7 @@ class RegistrationWriter(Service):
     async def on_start(self) -> None:
         for backend in self.backends:
             self.add_future(self._connect_then_drain(backend))
+        self.add_future(self._flush_heartbeats_forever())
 
     async def on_stop(self) -> None:
         for backend in self.backends:
@@ -140,9 +159,20 @@ class RegistrationWriter(Service):
                 continue
 
             node_ids = list(queue)[: self._batch_size]
+            solo = self._solo[backend.name]
+            if solo:
+                # Members of a refused batch are retried one by one, to find the
+                # record the backend refuses.
+                suspects = [n for n in node_ids if n in solo] or [next(iter(solo))]
+                node_ids = suspects[:1]
+                solo.discard(node_ids[0])
+                if node_ids[0] not in queue:
+                    continue
             for node_id in node_ids:
                 del queue[node_id]
             batch = [self._pending[n] for n in node_ids if n in self._pending]
+            if not batch:
+                continue
             generations = {p.record.node_id: p.generation for p in batch}
 
             try:
@@ -156,18 +186,51 @@ class RegistrationWriter(Service):
                         attempt.retry_state.attempt_number,
                     )
             except BackendError as exc:
-                # Not retriable: the backend refuses these records as they are. Keep
-                # them pending for this backend; a newer introspection replaces them.
-                logger.error(
-                    "%s: refused %d registration(s), first node %s: %s",
-                    backend.name,
-                    len(batch),
-                    batch[0].record.node_id,
-                    exc,
-                )
+                await self._refused(backend, batch, exc)
                 continue
 
             await self._mark_done(backend.name, generations)
+
+    async def _refused(
+        self, backend: RegistrationBackend, batch: list[PendingRegistration], exc
+    ) -> None:
+        # Not retriable: the backend refuses these records as they are. Try each
+        # alone so one bad record does not sink its batch, then report the ones left.
+        # They stay pending in the table: a newer introspection, or the resubmission
+        # after the next rebalance, tries again.
+        if len(batch) > 1:
+            for pending in batch:
+                self._queues[backend.name][pending.record.node_id] = None
+                self._solo[backend.name].add(pending.record.node_id)
+            return
+        pending = batch[0]
+        logger.error(
+            "%s refused node %s (generation %d): %s",
+            backend.name,
+            pending.record.node_id,
+            pending.generation,
+            exc,
+        )
+        if self._on_refused is not None:
+            await self._on_refused(pending, exc)
+
+    async def _flush_heartbeats_forever(self) -> None:
+        keepers = [b for b in self.backends if hasattr(b, "record_heartbeats")]
+        while not self.should_stop and keepers:
+            await self.sleep(self._heartbeat_flush_seconds)
+            if not self._heartbeats:
+                continue
+            batch, self._heartbeats = self._heartbeats, {}
+            for backend in keepers:
+                try:
+                    await backend.record_heartbeats(batch)
+                except BackendError as exc:
+                    # Best effort: the next beats carry newer times anyway.
+                    logger.warning(
+                        "%s: last-heartbeat write failed: %s", backend.name, exc
+                    )
+                    for node_id, seen in batch.items():
+                        self.note_heartbeat(node_id, seen)
 
     async def _mark_done(self, backend_name: str, generations: dict[str, int]) -> None:
         finished: list[RegistrationOutcome] = []
@@ -184,8 +247,10 @@ class RegistrationWriter(Service):
                     RegistrationOutcome(
                         node_id=node_id,
                         node_type=pending.record.node_type,
+                        status=pending.record.status,
                         generation=generation,
                         correlation_id=pending.correlation_id,
+                        details=pending.details,
                         seconds=now - pending.submitted_at,
                     )
                 )

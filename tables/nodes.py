@@ -23,12 +23,30 @@ NODE_TABLE_NAME = "nodes"
 class NodeStatus(StrEnum):
     """Where a node is in its life, as the registry sees it.
 
-    registering: introspection accepted, a backend write is still pending;
-    active: both Consul and PostgreSQL hold the newest registration.
+    registering -> active     both backends confirmed the newest registration
+    active -> registering     the node's introspection changed something
+    registering|active -> expired       no heartbeat within the liveness timeout
+    any -> deregistered       the node said NODE_SHUTDOWN
+    expired|deregistered -> registering a newer introspection brings it back
     """
 
     REGISTERING = "registering"
     ACTIVE = "active"
+    EXPIRED = "expired"
+    DEREGISTERED = "deregistered"
+
+    @property
+    def alive(self) -> bool:
+        return self in (NodeStatus.REGISTERING, NodeStatus.ACTIVE)
+
+
+# What each table status asks the backends to hold.
+_BACKEND_STATUS = {
+    NodeStatus.REGISTERING: "active",
+    NodeStatus.ACTIVE: "active",
+    NodeStatus.EXPIRED: "expired",
+    NodeStatus.DEREGISTERED: "deregistered",
+}
 
 
 class NodeState(BaseModel):
@@ -57,6 +75,9 @@ class NodeState(BaseModel):
     generation: int
     synced_generation: int = 0
     registered_at: datetime | None = None
+    # When the registry last changed this node (event time, or the partition's time
+    # for an expiry); strictly grows with the generation, so backends can order writes.
+    changed_at: datetime
 
     @property
     def in_sync(self) -> bool:
@@ -71,10 +92,10 @@ class NodeState(BaseModel):
             node_epoch=self.node_epoch,
             # The backends see a node active as soon as its introspection is accepted;
             # `registering` only says the registry has not yet heard back from them.
-            status=NodeStatus.ACTIVE.value,
+            status=_BACKEND_STATUS[self.status],
             host=self.host,
             port=self.port,
-            last_event_time=self.last_event_time,
+            last_event_time=self.changed_at,
             capabilities=self.capabilities,
             endpoints=self.endpoints,
             metadata=self.metadata,

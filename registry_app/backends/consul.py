@@ -140,23 +140,7 @@ class ConsulCatalog:
             chunk = records[start : start + NODES_PER_TRANSACTION]
             operations: list[dict[str, Any]] = [self._node_operation()]
             for record in chunk:
-                operations.append(
-                    {
-                        "Service": {
-                            "Verb": "set",
-                            "Node": self._node,
-                            "Service": service_definition(record),
-                        }
-                    }
-                )
-                operations.append(
-                    {
-                        "Check": {
-                            "Verb": "set",
-                            "Check": health_check(record, self._node),
-                        }
-                    }
-                )
+                operations.extend(self._operations_for(record))
             await self._transaction(operations)
 
     async def deregister(self, node_ids: list[str]) -> None:
@@ -174,6 +158,30 @@ class ConsulCatalog:
                 for node_id in chunk
             ]
             await self._transaction(operations)
+
+    def _operations_for(self, record: NodeRecord) -> list[dict[str, Any]]:
+        # A deregistered node leaves discovery; an expired one stays, critical, so
+        # `?passing` queries drop it while operators still see it went silent.
+        if record.status == "deregistered":
+            return [
+                {
+                    "Service": {
+                        "Verb": "delete",
+                        "Node": self._node,
+                        "Service": {"ID": record.node_id, "Service": record.node_type},
+                    }
+                }
+            ]
+        return [
+            {
+                "Service": {
+                    "Verb": "set",
+                    "Node": self._node,
+                    "Service": service_definition(record),
+                }
+            },
+            {"Check": {"Verb": "set", "Check": health_check(record, self._node)}},
+        ]
 
     def _node_operation(self) -> dict[str, Any]:
         # Setting the node in every transaction is cheap and recreates it if Consul lost

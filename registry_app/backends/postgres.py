@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import UTC, datetime
 from importlib import resources
 
 import asyncpg
@@ -80,6 +81,14 @@ WHERE (t.version, t.description, t.attributes)
 """
 
 DELETE_NODES = "DELETE FROM nodes WHERE node_id = ANY($1::text[])"
+
+# Newest heartbeat per node, for many nodes in one statement; never moves backwards.
+RECORD_HEARTBEATS = """
+UPDATE nodes AS n SET last_heartbeat = beat.seen
+FROM unnest($1::text[], $2::timestamptz[]) AS beat(node_id, seen)
+WHERE n.node_id = beat.node_id
+  AND (n.last_heartbeat IS NULL OR n.last_heartbeat < beat.seen)
+"""
 
 # asyncpg's errors that say "the server or the network", not "your statement".
 _TRANSIENT = (
@@ -213,6 +222,17 @@ class PostgresRegistry:
         except asyncpg.PostgresError as exc:
             raise BackendError(
                 self.name, f"write refused: {exc!r}", retriable=False
+            ) from exc
+
+    async def record_heartbeats(self, last_seen: dict[str, float]) -> None:
+        """Write the newest heartbeat time of each node (seconds since the epoch)."""
+        node_ids = list(last_seen)
+        times = [datetime.fromtimestamp(last_seen[n], UTC) for n in node_ids]
+        try:
+            await self.pool.execute(RECORD_HEARTBEATS, node_ids, times)
+        except _TRANSIENT as exc:
+            raise BackendError(
+                self.name, f"unavailable: {exc!r}", retriable=True
             ) from exc
 
     async def deregister(self, node_ids: list[str]) -> None:

@@ -2,12 +2,14 @@
 # Sourced by scripts/servers.sh (after lib.sh); defines consul_install, consul_start,
 # consul_status and consul_stop.
 #
-# Licence rule: only an MPL-2.0 Consul release. v1.14.11 is the last patch of the 1.14
-# line; HashiCorp kept release/1.14.x under MPL-2.0 (its LICENSE says so and no source
-# file carries a BUSL header), and the 1.14 line predates the BUSL-licensed
-# envoyextensions/troubleshoot modules.  consul_install re-checks all of this before building.
+# Licence rule: only a Consul release under MPL-2.0, cut before HashiCorp's licence
+# change of 2023-08-10. v1.14.8 (2023-06-23) is the newest 1.14 patch from before that
+# date that the Go module proxy serves; later 1.14 patches (1.14.9-1.14.11) came after
+# it, so they are left alone although their LICENSE file still reads MPL-2.0. The 1.14
+# line also predates the BUSL-only envoyextensions and troubleshoot modules.
+# consul_install re-checks the licence and the module graph before building.
 
-CONSUL_VERSION=v1.14.11
+CONSUL_VERSION=v1.14.8
 CONSUL_MODULE=github.com/hashicorp/consul
 
 : "${CONSUL_HTTP_PORT:=8500}"

@@ -8,6 +8,7 @@ catalog node, so runs never see each other's nodes.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 import aiohttp
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from registry_app.events import NodeIntrospection
 from registry_app.settings import Settings
@@ -199,6 +200,8 @@ def registry_env(run_id: str, postgres_dsn: str, request) -> dict[str, str]:
         CONSUL_CATALOG_NODE=f"fleet-{run_id}-{module}"[:63],
         WEB_PORT=str(free_port()),
     )
+    # A module may tune its worker, e.g. short liveness timeouts for expiry tests.
+    env.update(getattr(request.module, "WORKER_SETTINGS", {}))
     return env
 
 
@@ -286,6 +289,12 @@ class ConsulView:
                 if entry["Node"] == self.catalog_node
             ]
 
+    async def node_checks(self) -> list[dict[str, Any]]:
+        """Every check on the catalog node (one per fleet service)."""
+        async with self.http.get(f"/v1/health/node/{self.catalog_node}") as response:
+            response.raise_for_status()
+            return [c for c in await response.json() if c["ServiceID"]]
+
     async def checks(self, service_name: str) -> list[dict[str, Any]]:
         async with self.http.get(f"/v1/health/checks/{service_name}") as response:
             response.raise_for_status()
@@ -295,3 +304,26 @@ class ConsulView:
 @pytest.fixture(scope="module")
 def consul(consul_http: aiohttp.ClientSession, settings: Settings) -> ConsulView:
     return ConsulView(consul_http, settings)
+
+
+async def read_topic(topic: str, *, key: bytes) -> list[dict]:
+    """Every JSON value with this key on the topic, from the beginning."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=KAFKA,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        client_id=f"test-reader-{uuid.uuid4().hex[:6]}",
+    )
+    await consumer.start()
+    try:
+        found = []
+        batches = await consumer.getmany(timeout_ms=3000)
+        while batches:
+            for messages in batches.values():
+                found.extend(json.loads(m.value) for m in messages if m.key == key)
+            batches = await consumer.getmany(timeout_ms=500)
+        return found
+    finally:
+        await consumer.stop()
