@@ -47,7 +47,7 @@ async def node_row(db, node_id):
 
 
 async def status_is(db, consul, node_id, status: str, check: str | None):
-    """Wait until PostgreSQL has `status` and Consul's check has `check` (None: gone)."""
+    """Wait for `status` in PostgreSQL and `check` in Consul (None: no service)."""
 
     async def probe():
         row = await node_row(db, node_id)
