@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import uuid
@@ -433,6 +434,7 @@ class Registry:
     async def dead_letter(self, event: EventT, reason: str) -> None:
         """Park a refused event, with the reason, and carry on with the next one."""
         message = event.message
+        raw = message.value
         logger.warning(
             "dead-lettered %s[%d]@%d: %s",
             message.topic,
@@ -446,9 +448,9 @@ class Registry:
             "partition": message.partition,
             "offset": message.offset,
             "key": message.key.decode("utf-8", "replace") if message.key else None,
-            "value": message.value.decode("utf-8", "replace")
-            if message.value
-            else None,
+            # Readable text for people, and the exact bytes to replay the event.
+            "value": raw.decode("utf-8", "replace") if raw is not None else None,
+            "value_base64": base64.b64encode(raw).decode() if raw is not None else None,
         }
         await self.topics.dead_letter.send(
             key=message.key, value=json.dumps(envelope).encode()

@@ -44,6 +44,6 @@ class RegistrationBackend(Protocol):
     async def close(self) -> None: ...
 
     async def register(self, records: list[NodeRecord]) -> None:
-        """Write every record idempotently; BackendError if any was not written."""
-
-    async def deregister(self, node_ids: list[str]) -> None: ...
+        """Make the backend hold each record's status: active and expired nodes are
+        set, deregistered ones removed or marked. Idempotent; BackendError if any
+        record was not written."""

@@ -143,22 +143,6 @@ class ConsulCatalog:
                 operations.extend(self._operations_for(record))
             await self._transaction(operations)
 
-    async def deregister(self, node_ids: list[str]) -> None:
-        """Delete each node's service (Consul deletes its checks with it)."""
-        for start in range(0, len(node_ids), NODES_PER_TRANSACTION * 2):
-            chunk = node_ids[start : start + NODES_PER_TRANSACTION * 2]
-            operations = [
-                {
-                    "Service": {
-                        "Verb": "delete",
-                        "Node": self._node,
-                        "Service": {"ID": node_id},
-                    }
-                }
-                for node_id in chunk
-            ]
-            await self._transaction(operations)
-
     def _operations_for(self, record: NodeRecord) -> list[dict[str, Any]]:
         # A deregistered node leaves discovery; an expired one stays, critical, so
         # `?passing` queries drop it while operators still see it went silent.

@@ -80,8 +80,6 @@ WHERE (t.version, t.description, t.attributes)
       IS DISTINCT FROM (EXCLUDED.version, EXCLUDED.description, EXCLUDED.attributes)
 """
 
-DELETE_NODES = "DELETE FROM nodes WHERE node_id = ANY($1::text[])"
-
 # Newest heartbeat per node, for many nodes in one statement; never moves backwards.
 RECORD_HEARTBEATS = """
 UPDATE nodes AS n SET last_heartbeat = beat.seen
@@ -230,14 +228,6 @@ class PostgresRegistry:
         times = [datetime.fromtimestamp(last_seen[n], UTC) for n in node_ids]
         try:
             await self.pool.execute(RECORD_HEARTBEATS, node_ids, times)
-        except _TRANSIENT as exc:
-            raise BackendError(
-                self.name, f"unavailable: {exc!r}", retriable=True
-            ) from exc
-
-    async def deregister(self, node_ids: list[str]) -> None:
-        try:
-            await self.pool.execute(DELETE_NODES, node_ids)
         except _TRANSIENT as exc:
             raise BackendError(
                 self.name, f"unavailable: {exc!r}", retriable=True

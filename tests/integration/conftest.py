@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import aiohttp
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from registry_app.events import NodeIntrospection
 from registry_app.settings import Settings
@@ -306,8 +306,8 @@ def consul(consul_http: aiohttp.ClientSession, settings: Settings) -> ConsulView
     return ConsulView(consul_http, settings)
 
 
-async def read_topic(topic: str, *, key: bytes) -> list[dict]:
-    """Every JSON value with this key on the topic, from the beginning."""
+async def read_topic_records(topic: str) -> list[ConsumerRecord]:
+    """Every message on the topic, from the beginning, in order within a partition."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=KAFKA,
@@ -318,12 +318,19 @@ async def read_topic(topic: str, *, key: bytes) -> list[dict]:
     )
     await consumer.start()
     try:
-        found = []
+        found: list[ConsumerRecord] = []
         batches = await consumer.getmany(timeout_ms=3000)
         while batches:
             for messages in batches.values():
-                found.extend(json.loads(m.value) for m in messages if m.key == key)
+                found.extend(messages)
             batches = await consumer.getmany(timeout_ms=500)
         return found
     finally:
         await consumer.stop()
+
+
+async def read_topic(topic: str, *, key: bytes) -> list[dict]:
+    """Every JSON value with this key on the topic, from the beginning."""
+    return [
+        json.loads(m.value) for m in await read_topic_records(topic) if m.key == key
+    ]

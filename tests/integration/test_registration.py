@@ -245,3 +245,23 @@ async def read_topic(topic: str, *, key: bytes) -> list[dict]:
         return found
     finally:
         await consumer.stop()
+
+
+async def test_metadata_past_consul_limits_is_cut_for_consul_but_whole_in_postgres(
+    fleet, db, consul
+):
+    metadata = {f"label/{i:03d}": "v" * 700 for i in range(100)}
+    metadata["nested"] = {"deeper": {"key with spaces": True}}
+    metadata["consul-reserved"] = "dropped"
+    event = introspection_factory(node_type="wide", metadata=metadata)
+
+    await fleet.publish(event)
+    row, service = await registered_in_both(db, consul, event.node_id)
+
+    assert json.loads(row["metadata"]) == metadata
+    meta = service["Meta"]
+    assert len(meta) == 64
+    assert all(len(value) <= 512 for value in meta.values())
+    assert all(key.replace("_", "").replace("-", "").isalnum() for key in meta)
+    assert meta["meta_label_000"] == "v" * 512
+    assert meta["node_id"] == event.node_id

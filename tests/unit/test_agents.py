@@ -24,7 +24,6 @@ class RecordingBackend:
     async def register(self, records) -> None:
         self.written.extend(r.node_id for r in records)
 
-    async def deregister(self, node_ids) -> None: ...
 
 
 @pytest.fixture
