@@ -169,9 +169,16 @@ class Registry:
     async def on_liveness_message(self, event: EventT) -> None:
         message = event.message
         if _is_tick(message):
-            await self.on_tick(
-                message.partition, json.loads(message.value)["tick_time"]
-            )
+            tick_time = json.loads(message.value)["tick_time"]
+            lag = self._lag_behind(message)
+            if lag > self.settings.expiry_max_lag_messages:
+                logger.info(
+                    "partition %d: %d messages behind, expiry waits for a later tick",
+                    message.partition,
+                    lag,
+                )
+                return
+            await self.on_tick(message.partition, tick_time)
             return
 
         node_event = await self._decode(event, (NodeHeartbeat, NodeShutdown))
@@ -240,6 +247,16 @@ class Registry:
         deadline = seen + self.settings.liveness_timeout
         self.liveness[node_id] = Liveness(partition, epoch, seen, deadline).dump()
         self.expiry_index.track(partition, node_id, deadline)
+
+    def _lag_behind(self, message) -> int:
+        """Messages after this one already in its partition (0 when unknown)."""
+        try:
+            highwater = self.app.consumer.highwater(message.tp)
+        except (KeyError, AttributeError, AssertionError):
+            return 0
+        if highwater is None or highwater < 0:
+            return 0
+        return max(0, highwater - message.offset - 1)
 
     def _forget_liveness(self, node_id: str) -> None:
         if self.liveness.get(node_id) is not None:

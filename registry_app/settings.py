@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         description="How often each worker checks its partitions for expired nodes. "
         "Expiry is judged by the time a partition has reached, not the wall clock.",
     )
+    expiry_max_lag_messages: Annotated[int, Field(ge=0)] = Field(
+        10_000,
+        description="A tick read while its partition has more messages than this "
+        "behind it expires nothing: the worker is catching up.",
+    )
     expiry_guard_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
         0.5,
         description="Share of a partition's nodes expiring at once that is held as a "

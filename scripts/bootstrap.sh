@@ -16,8 +16,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "[bootstrap] creating .venv with $($PYTHON --version)" >&2
   "$PYTHON" -m venv .venv
 fi
-echo "[bootstrap] installing registry-app and its dev tools into .venv" >&2
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+log=.venv/bootstrap.log
+echo "[bootstrap] installing registry-app and its dev tools into .venv (log: $log)" >&2
+if ! { .venv/bin/python -m pip install --upgrade pip \
+       && .venv/bin/python -m pip install -e ".[dev]"; } > "$log" 2>&1; then
+  tail -n 30 "$log" >&2
+  echo "[bootstrap] pip install failed; full log: $log" >&2
+  exit 1
+fi
 rm -f .venv/.installed-*
 touch "$stamp"

@@ -25,7 +25,6 @@ class RecordingBackend:
         self.written.extend(r.node_id for r in records)
 
 
-
 @pytest.fixture
 def registry(tmp_path):
     settings = Settings(store="memory://", data_dir=tmp_path, topic_partitions=1)
