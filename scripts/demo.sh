@@ -25,6 +25,12 @@ done
 scripts/bootstrap.sh
 scripts/servers.sh start
 
+# The registry finds the servers where scripts/servers.sh put them (their ports are
+# configurable there), unless told otherwise.
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:${KAFKA_PORT:-9092}}
+export CONSUL_PORT=${CONSUL_PORT:-${CONSUL_HTTP_PORT:-8500}}
+export POSTGRES_DSN=${POSTGRES_DSN:-postgresql://${POSTGRES_USER:-registry}:${POSTGRES_PASSWORD:-registry}@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-registry}}
+
 # The demo's worker keeps its tables apart from any other worker on this machine.
 export DATA_DIR="$ROOT_DIR/.cache/demo/registry-data"
 export WEB_PORT=${WEB_PORT:-6066}

@@ -103,7 +103,9 @@ def at(seconds: float) -> datetime:
 
 def registering(node_epoch: str = "boot-1", seconds: float = 0) -> NodeState:
     """A node whose introspection at T0 + `seconds` was accepted (generation 1)."""
-    event = introspection_factory("node-a", node_epoch=node_epoch, event_time=at(seconds))
+    event = introspection_factory(
+        "node-a", node_epoch=node_epoch, event_time=at(seconds)
+    )
     return lifecycle.apply_introspection(None, event)
 
 
