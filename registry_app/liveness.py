@@ -111,12 +111,20 @@ class RequestLimiter:
 
     def allow(self, key: str) -> bool:
         now = time.monotonic()
-        last = self._last.get(key)
+        last = self._last.pop(key, None)
         if last is not None and now - last < self.interval:
+            self._last[key] = last
             return False
+
         if len(self._last) >= self.max_keys:
-            # Forget the stale half; a forgotten key only risks one early request.
+            # Keys sit oldest first (each allow re-inserts its key). Drop the stale
+            # ones and, if all are recent, the older half: forgetting a key only risks
+            # one early request.
             cutoff = now - self.interval
-            self._last = {k: t for k, t in self._last.items() if t >= cutoff}
+            recent = [(k, t) for k, t in self._last.items() if t >= cutoff]
+            if len(recent) >= self.max_keys:
+                recent = recent[len(recent) // 2 :]
+            self._last = dict(recent)
+
         self._last[key] = now
         return True

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.exceptions import ConsumerNotStarted
 from faust.types import EventT
 
 from registry_app import lifecycle
@@ -252,7 +253,7 @@ class Registry:
         """Messages after this one already in its partition (0 when unknown)."""
         try:
             highwater = self.app.consumer.highwater(message.tp)
-        except (KeyError, AttributeError, AssertionError):
+        except (KeyError, AttributeError, ConsumerNotStarted):
             return 0
         if highwater is None or highwater < 0:
             return 0
