@@ -111,6 +111,7 @@ class Registry:
         self._topics_declared = False
         self.nodes.on_recover(self.on_nodes_recovered)
         self.liveness.on_recover(self.on_liveness_recovered)
+        self.app.on_partitions_revoked.connect(self.on_partitions_revoked)
         self.app.task(self.declare_topics)
         self.app.timer(settings.expiry_tick_seconds)(self.publish_ticks)
         self._install_agents()
@@ -389,6 +390,16 @@ class Registry:
         await self.topics.registry_events.send(
             key=pending.record.node_id.encode(), value=failed.model_dump_json().encode()
         )
+
+    async def on_partitions_revoked(self, sender, revoked, **kwargs) -> None:
+        """Faust revokes every partition at the start of a rebalance: stop writing."""
+        dropped = self.writer.backlog
+        self.writer.clear()
+        if dropped:
+            logger.info(
+                "rebalance: %d pending write(s) left to the partitions' next owners",
+                dropped,
+            )
 
     async def on_nodes_recovered(self) -> None:
         """After a restart or rebalance, finish the writes the table holds pending."""

@@ -108,6 +108,19 @@ class RegistrationWriter(Service):
             queue[node_id] = None
             self._wakeups[name].set()
 
+    def clear(self) -> None:
+        """Forget every pending registration: the partitions are moving.
+
+        The table keeps them; whichever worker recovers a partition resubmits its
+        pending nodes, so an old owner never writes over a newer one's work. A batch
+        already in flight still lands; it is one generation old at worst.
+        """
+        self._pending.clear()
+        for queue in self._queues.values():
+            queue.clear()
+        for solo in self._solo.values():
+            solo.clear()
+
     def note_heartbeat(self, node_id: str, event_time: float) -> None:
         """Remember a heartbeat for the next batched write of last-heartbeat times."""
         if event_time > self._heartbeats.get(node_id, 0.0):
