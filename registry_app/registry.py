@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import uuid
@@ -15,28 +14,21 @@ from faust.exceptions import ConsumerNotStarted
 from faust.types import EventT
 
 from registry_app import lifecycle
+from registry_app.announcements import announcement, past_tense, registration_failed
 from registry_app.backends.consul import ConsulCatalog
 from registry_app.backends.postgres import PostgresRegistry
+from registry_app.dead_letter import dead_letter_value
 from registry_app.decoding import InvalidEvent, decode_node_event
 from registry_app.events import (
-    BackendOutcome,
-    DeregisteredPayload,
-    ExpiredPayload,
-    NodeDeregistered,
-    NodeExpired,
     NodeHeartbeat,
     NodeIntrospection,
-    NodeRegistered,
     NodeShutdown,
-    RegisteredPayload,
     RegistrationFailed,
-    RegistrationFailedPayload,
-    RequestIntrospection,
-    RequestIntrospectionPayload,
     registry_event_adapter,
 )
 from registry_app.lifecycle import HeartbeatVerdict
-from registry_app.liveness import ExpiryIndex, MassExpiryGuard, RequestLimiter
+from registry_app.liveness import ExpiryIndex, MassExpiryGuard
+from registry_app.requests import IntrospectionRequests
 from registry_app.settings import Settings
 from registry_app.tables.liveness import Liveness, create_liveness_table
 from registry_app.tables.nodes import (
@@ -57,7 +49,6 @@ logger = logging.getLogger(__name__)
 # A tick is the registry's own clock event on a heartbeat partition: processed in order
 # with the heartbeats, it tells the partition "time has reached T" (see on_tick).
 TICK_HEADER = "registry-tick"
-REGISTRY_ID = "registry"
 
 
 class Registry:
@@ -101,11 +92,8 @@ class Registry:
             min_nodes=settings.expiry_guard_min_nodes,
             hold_seconds=settings.expiry_guard_hold_seconds,
         )
-        self.targeted_requests = RequestLimiter(
-            settings.reintrospection_min_interval_seconds
-        )
-        self.broadcast_requests = RequestLimiter(
-            settings.reintrospection_min_interval_seconds
+        self.requests = IntrospectionRequests(
+            self.topics.requests, settings.reintrospection_min_interval_seconds
         )
 
         self._topics_declared = False
@@ -205,7 +193,7 @@ class Registry:
             )
             self.writer.note_heartbeat(node_id, node_event.event_time.timestamp())
         if verdict in (HeartbeatVerdict.UNKNOWN, HeartbeatVerdict.NEW_EPOCH):
-            await self.maybe_request_introspection(node_id, reason=verdict.value)
+            await self.requests.ask_node(node_id, reason=verdict.value)
 
     def on_registry_event_message(self, event: EventT) -> None:
         try:
@@ -232,7 +220,7 @@ class Registry:
         logger.info(
             "node %s: %s in both backends (type %s, generation %d)",
             node_id,
-            _past_tense(announced),
+            past_tense(announced),
             new_state.node_type,
             announced.payload.generation,
         )
@@ -320,33 +308,6 @@ class Registry:
                 partition,
             )
 
-    # --- requests to nodes -----------------------------------------------------------
-
-    async def maybe_request_introspection(self, node_id: str, *, reason: str) -> None:
-        """Ask one node to introspect, at most once per interval."""
-        if not self.targeted_requests.allow(node_id):
-            return
-        request = RequestIntrospection(
-            node_id=REGISTRY_ID,
-            payload=RequestIntrospectionPayload(target_node_id=node_id, reason=reason),
-        )
-        await self.topics.requests.send(
-            key=node_id.encode(), value=request.model_dump_json().encode()
-        )
-        logger.info("node %s: asked to introspect (%s)", node_id, reason)
-
-    async def request_everyone(self, reason: str) -> None:
-        """Ask every node to introspect, at most once per interval per worker."""
-        if not self.broadcast_requests.allow("*"):
-            return
-        request = RequestIntrospection(
-            node_id=REGISTRY_ID, payload=RequestIntrospectionPayload(reason=reason)
-        )
-        await self.topics.requests.send(
-            key=REGISTRY_ID.encode(), value=request.model_dump_json().encode()
-        )
-        logger.info("asked every node to introspect (%s)", reason)
-
     # --- writer and recovery callbacks -----------------------------------------------
 
     def _store(
@@ -370,25 +331,15 @@ class Registry:
     async def on_registered(self, outcomes: Sequence[RegistrationOutcome]) -> None:
         """Announce each node both backends now hold: to the node and to our table."""
         for outcome in outcomes:
-            announcement = _announcement(outcome)
             await self.topics.registry_events.send(
                 key=outcome.node_id.encode(),
-                value=announcement.model_dump_json().encode(),
+                value=announcement(outcome).model_dump_json().encode(),
             )
 
     async def on_refused(self, pending: PendingRegistration, error: Exception) -> None:
-        failed = RegistrationFailed(
-            node_id=pending.record.node_id,
-            correlation_id=pending.correlation_id,
-            payload=RegistrationFailedPayload(
-                node_type=pending.record.node_type,
-                generation=pending.generation,
-                backend=getattr(error, "backend", "?"),
-                detail=str(error)[:2048],
-            ),
-        )
         await self.topics.registry_events.send(
-            key=pending.record.node_id.encode(), value=failed.model_dump_json().encode()
+            key=pending.record.node_id.encode(),
+            value=registration_failed(pending, error).model_dump_json().encode(),
         )
 
     async def on_partitions_revoked(self, sender, revoked, **kwargs) -> None:
@@ -420,7 +371,7 @@ class Registry:
         # Nodes may have changed while partitions moved or the registry was down;
         # their introspection makes the backends converge.
         await self.declare_topics()
-        await self.request_everyone("registry-recovered")
+        await self.requests.ask_everyone(reason="registry-recovered")
 
     async def on_liveness_recovered(self) -> None:
         """Rebuild the expiry index of the partitions this worker now owns."""
@@ -463,7 +414,6 @@ class Registry:
     async def dead_letter(self, event: EventT, reason: str) -> None:
         """Park a refused event, with the reason, and carry on with the next one."""
         message = event.message
-        raw = message.value
         logger.warning(
             "dead-lettered %s[%d]@%d: %s",
             message.topic,
@@ -471,18 +421,8 @@ class Registry:
             message.offset,
             reason,
         )
-        envelope = {
-            "reason": reason,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "key": message.key.decode("utf-8", "replace") if message.key else None,
-            # Readable text for people, and the exact bytes to replay the event.
-            "value": raw.decode("utf-8", "replace") if raw is not None else None,
-            "value_base64": base64.b64encode(raw).decode() if raw is not None else None,
-        }
         await self.topics.dead_letter.send(
-            key=message.key, value=json.dumps(envelope).encode()
+            key=message.key, value=dead_letter_value(message, reason)
         )
 
 
@@ -491,44 +431,6 @@ def _is_tick(message) -> bool:
     if isinstance(headers, dict):
         return TICK_HEADER in headers
     return any(name == TICK_HEADER for name, _ in headers)
-
-
-def _announcement(outcome: RegistrationOutcome):
-    """The event that tells a node what the backends now hold for it."""
-    common = {"node_id": outcome.node_id, "correlation_id": outcome.correlation_id}
-    if outcome.status == "expired":
-        return NodeExpired(
-            **common,
-            payload=ExpiredPayload(
-                node_type=outcome.node_type,
-                generation=outcome.generation,
-                **outcome.details,
-            ),
-        )
-    if outcome.status == "deregistered":
-        return NodeDeregistered(
-            **common,
-            payload=DeregisteredPayload(
-                node_type=outcome.node_type, generation=outcome.generation
-            ),
-        )
-    return NodeRegistered(
-        **common,
-        payload=RegisteredPayload(
-            node_type=outcome.node_type,
-            generation=outcome.generation,
-            consul=BackendOutcome(ok=True),
-            postgres=BackendOutcome(ok=True),
-        ),
-    )
-
-
-def _past_tense(announced) -> str:
-    if isinstance(announced, NodeExpired):
-        return "expired"
-    if isinstance(announced, NodeDeregistered):
-        return "deregistered"
-    return "registered"
 
 
 def _uuid_or_none(text: str) -> uuid.UUID | None:
