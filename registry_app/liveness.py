@@ -63,6 +63,7 @@ class MassExpiryGuard:
         self.min_nodes = min_nodes
         self.hold_seconds = hold_seconds
         self._held_since: dict[int, float] = {}
+        self._last_report: dict[int, float] = {}
         self.holds = 0
 
     def allows(self, partition: int, due: int, tracked: int) -> bool:
@@ -85,6 +86,10 @@ class MassExpiryGuard:
             return True
 
         self.holds += 1
+        # Once when the hold starts, then once a minute: not on every tick.
+        if now - self._last_report.get(partition, -60.0) < 60.0 and since != now:
+            return False
+        self._last_report[partition] = now
         logger.warning(
             "partition %d: holding the expiry of %d of %d nodes (over %.0f%% at once); "
             "applied only if still due in %.0fs",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +37,7 @@ from registry_app.tables.nodes import (
     dump_state,
     load_state,
 )
-from registry_app.topics import RegistryTopics, create_topics
+from registry_app.topics import RegistryTopics, create_topics, ensure_topics
 from registry_app.writer import (
     PendingRegistration,
     RegistrationOutcome,
@@ -51,6 +51,17 @@ logger = logging.getLogger(__name__)
 TICK_HEADER = "registry-tick"
 
 
+class RegistryApp(faust.App):
+    """Faust's app, with one step before anything subscribes: make the topics exist."""
+
+    before_subscribing: Callable[[], Awaitable[None]] | None = None
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        if self.before_subscribing is not None:
+            await self.before_subscribing()
+
+
 class Registry:
     """Everything one worker runs, built from settings; `app` is the Faust app."""
 
@@ -58,12 +69,13 @@ class Registry:
         self, settings: Settings, *, backends: Sequence[Any] | None = None
     ) -> None:
         self.settings = settings
-        self.app = faust.App(
+        self.app = RegistryApp(
             settings.consumer_group,
             broker=settings.kafka_broker_urls,
             store=settings.store,
             datadir=str(settings.data_dir),
             topic_partitions=settings.topic_partitions,
+            topic_replication_factor=settings.topic_replication_factor,
             web_host=settings.web_host,
             web_port=settings.web_port,
             web_enabled=True,
@@ -72,6 +84,7 @@ class Registry:
             key_serializer="raw",
             value_serializer="raw",
         )
+        self.app.before_subscribing = lambda: ensure_topics(settings)
         self.topics: RegistryTopics = create_topics(self.app, settings)
         self.nodes = create_node_table(self.app, settings)
         self.liveness = create_liveness_table(self.app, settings)
@@ -96,11 +109,9 @@ class Registry:
             self.topics.requests, settings.reintrospection_min_interval_seconds
         )
 
-        self._topics_declared = False
         self.nodes.on_recover(self.on_nodes_recovered)
         self.liveness.on_recover(self.on_liveness_recovered)
         self.app.on_partitions_revoked.connect(self.on_partitions_revoked)
-        self.app.task(self.declare_topics)
         self.app.timer(settings.expiry_tick_seconds)(self.publish_ticks)
         self._install_agents()
 
@@ -370,7 +381,6 @@ class Registry:
             logger.info("recovered %d node(s) with pending backend writes", resubmitted)
         # Nodes may have changed while partitions moved or the registry was down;
         # their introspection makes the backends converge.
-        await self.declare_topics()
         await self.requests.ask_everyone(reason="registry-recovered")
 
     async def on_liveness_recovered(self) -> None:
@@ -381,14 +391,6 @@ class Registry:
             if liveness is not None:
                 self.expiry_index.track(liveness.partition, node_id, liveness.deadline)
         logger.info("tracking liveness of %d node(s)", len(self.expiry_index))
-
-    async def declare_topics(self) -> None:
-        """Create the topics no agent consumes (Faust creates the others itself)."""
-        if self._topics_declared:
-            return
-        for topic in (self.topics.requests, self.topics.dead_letter):
-            await topic.maybe_declare()
-        self._topics_declared = True
 
     # --- bad input -------------------------------------------------------------------
 

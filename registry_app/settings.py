@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         "exist: it caps how many workers do useful work. Choose for the fleet you will "
         "have, not the one you have.",
     )
+    topic_replication_factor: Annotated[int, Field(ge=1, le=32)] = Field(
+        1,
+        description="Replicas of every registry topic and changelog; use 3 on a "
+        "production cluster.",
+    )
     topic_prefix: str = Field(
         "registry",
         pattern=r"^[A-Za-z0-9._-]{1,100}$",

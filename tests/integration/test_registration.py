@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from tests.factories import introspection_factory, later
-from tests.integration.conftest import KAFKA, wait_for
+from tests.integration.conftest import read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 
@@ -221,30 +219,6 @@ async def test_registry_announces_the_registration_to_the_node(
     assert registered["correlation_id"] == str(event.event_id)
     assert registered["payload"]["consul"] == {"ok": True, "detail": None}
     assert registered["payload"]["postgres"] == {"ok": True, "detail": None}
-
-
-async def read_topic(topic: str, *, key: bytes) -> list[dict]:
-    """Every JSON value with this key on the topic, from the beginning."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=KAFKA,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=1000,
-        client_id=f"test-reader-{uuid.uuid4().hex[:6]}",
-    )
-    await consumer.start()
-    try:
-        found = []
-        batches = await consumer.getmany(timeout_ms=3000)
-        while batches:
-            for messages in batches.values():
-                found.extend(json.loads(m.value) for m in messages if m.key == key)
-            batches = await consumer.getmany(timeout_ms=500)
-        return found
-    finally:
-        await consumer.stop()
 
 
 async def test_metadata_past_consul_limits_is_cut_for_consul_but_whole_in_postgres(

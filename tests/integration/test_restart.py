@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -125,7 +126,9 @@ async def registry_events(settings) -> list[tuple[str, dict]]:
 
 
 @pytest.fixture(scope="module")
-async def outage(registry_env, tmp_path_factory, fleet, db, consul) -> Outage:
+async def outage(
+    registry_env, tmp_path_factory, fleet, db, consul
+) -> AsyncIterator[Outage]:
     """Register a fleet, stop the registry for 3 timeouts while the fleet keeps
     beating (all but one node, silent since just before the stop), start it again on
     the same data directory and let it run a few ticks past its recovery."""
@@ -158,6 +161,19 @@ async def outage(registry_env, tmp_path_factory, fleet, db, consul) -> Outage:
 
         before = await wait_for(
             all_registered, within=60, what="the fleet active in both backends"
+        )
+
+        # The worker marks a node in sync once it reads its NODE_REGISTERED back;
+        # stopped before that, it would rightly re-send the node after the restart.
+        async def all_confirmed():
+            log = first.log_path.read_text(errors="replace")
+            return all(f"node {i}: registered in both backends" in log for i in ids)
+
+        await wait_for(
+            all_confirmed,
+            within=30,
+            what="the worker to read back every NODE_REGISTERED (its confirmation "
+            "agent consumes registry-events.v1)",
         )
 
         silent_last_beat = await heartbeats.silence(silent.node_id)
@@ -211,6 +227,13 @@ async def test_registry_down_longer_than_the_timeout_expires_none_of_the_beating
     assert {n: checks.get(n) for n in outage.beating} == dict.fromkeys(
         outage.beating, "passing"
     )
+    # The restarted worker keeps recording their heartbeats.
+    stale = await db.fetch(
+        "SELECT node_id, last_heartbeat FROM nodes WHERE node_id = ANY($1::text[]) "
+        "AND NOT last_heartbeat > now() - interval '3 seconds'",
+        outage.beating,
+    )
+    assert stale == []
     expired = [
         key
         for key, event in await registry_events(settings)
@@ -240,8 +263,9 @@ async def test_a_node_silent_before_the_outage_expires_once_after_the_restart(
     )
 
     # Expired by the restarted worker: the first one was stopped before its deadline.
-    assert f"node {outage.silent}: expired" not in outage.first_log.read_text(
-        errors="replace"
+    assert (
+        f"node {outage.silent}: expired, last sign of life"
+        not in outage.first_log.read_text(errors="replace")
     )
     restarted_log = outage.restarted_log.read_text(errors="replace")
-    assert restarted_log.count(f"node {outage.silent}: expired") == 1
+    assert restarted_log.count(f"node {outage.silent}: expired, last sign of life") == 1
