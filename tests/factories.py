@@ -6,7 +6,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from registry_app.events import IntrospectionPayload, NodeIntrospection
+from registry_app.events import (
+    HeartbeatPayload,
+    IntrospectionPayload,
+    NodeHeartbeat,
+    NodeIntrospection,
+)
 
 
 def introspection_factory(
@@ -63,4 +68,19 @@ def later(
             "event_time": event.event_time + timedelta(seconds=seconds),
             "payload": payload,
         }
+    )
+
+
+def heartbeat_factory(
+    node: NodeIntrospection,
+    *,
+    at: datetime | None = None,
+    epoch: str | None = None,
+) -> NodeHeartbeat:
+    """A NODE_HEARTBEAT from the node that published `node` (its epoch by default)."""
+    return NodeHeartbeat(
+        node_id=node.node_id,
+        node_epoch=epoch or node.node_epoch,
+        event_time=at or datetime.now(UTC),
+        payload=HeartbeatPayload(uptime_seconds=12.5, active_operations=3),
     )

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from registry_app.events import NodeIntrospection
 from registry_app.settings import Settings
+from tests.factories import heartbeat_factory
 
 pytestmark = pytest.mark.integration
 
@@ -251,6 +253,17 @@ class Fleet:
         await self.publish_raw(
             event.node_id.encode(), event.model_dump_json().encode(), topic
         )
+
+    async def beat(self, nodes: list[NodeIntrospection], at: datetime | None = None):
+        """One heartbeat per node, all with one event time: their deadlines coincide."""
+        at = at or datetime.now(UTC)
+        await asyncio.gather(
+            *(
+                self.publish(heartbeat_factory(node, at=at), topic="node-heartbeat.v1")
+                for node in nodes
+            )
+        )
+        return at
 
     async def publish_raw(
         self, key: bytes | None, value: bytes, topic: str = "node-introspection.v1"

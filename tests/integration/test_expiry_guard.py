@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 
 import pytest
 
-from registry_app.events import HeartbeatPayload, NodeHeartbeat, NodeIntrospection
+from registry_app.events import NodeIntrospection
 from tests.factories import introspection_factory
-from tests.integration.conftest import Fleet, read_topic_records, wait_for
+from tests.integration.conftest import read_topic_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 
@@ -27,25 +26,6 @@ WORKER_SETTINGS = {
     "EXPIRY_GUARD_RATIO": "0.5",
     "EXPIRY_GUARD_HOLD_SECONDS": "3600",
 }
-
-
-async def beat(fleet: Fleet, nodes: list[NodeIntrospection]) -> None:
-    """One heartbeat per node, all with one event time: their deadlines coincide."""
-    at = datetime.now(UTC)
-    await asyncio.gather(
-        *(
-            fleet.publish(
-                NodeHeartbeat(
-                    node_id=node.node_id,
-                    node_epoch=node.node_epoch,
-                    event_time=at,
-                    payload=HeartbeatPayload(uptime_seconds=1.0),
-                ),
-                topic="node-heartbeat.v1",
-            )
-            for node in nodes
-        )
-    )
 
 
 async def pg_statuses(db, nodes: list[NodeIntrospection]) -> dict[str, str]:
@@ -80,7 +60,7 @@ async def test_a_few_silent_nodes_expire_but_most_of_a_partition_at_once_is_held
 
     # Every node beats until all ten are in both backends.
     async def all_active():
-        await beat(fleet, fleet_nodes)
+        await fleet.beat(fleet_nodes)
         pg = await pg_statuses(db, fleet_nodes)
         checks = await consul_statuses(consul, fleet_nodes)
         return (
@@ -92,7 +72,7 @@ async def test_a_few_silent_nodes_expire_but_most_of_a_partition_at_once_is_held
 
     # Two of ten go silent: 2 <= 0.5 * 10, the guard lets them expire.
     async def quitters_expired():
-        await beat(fleet, stayers)
+        await fleet.beat(stayers)
         await asyncio.sleep(0.5)
         pg = await pg_statuses(db, quitters)
         checks = await consul_statuses(consul, quitters)
@@ -104,7 +84,7 @@ async def test_a_few_silent_nodes_expire_but_most_of_a_partition_at_once_is_held
     assert await pg_statuses(db, stayers) == {n.node_id: "active" for n in stayers}
 
     # Then the eight others, all at once: 8 of the 8 still tracked is over half.
-    await beat(fleet, stayers)
+    await fleet.beat(stayers)
     await asyncio.sleep(3 * TIMEOUT)
 
     assert await pg_statuses(db, stayers) == {n.node_id: "active" for n in stayers}

@@ -9,11 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from registry_app.events import (
-    HeartbeatPayload,
-    NodeHeartbeat,
     NodeShutdown,
 )
-from tests.factories import introspection_factory, later
+from tests.factories import heartbeat_factory, introspection_factory, later
 from tests.integration.conftest import read_topic, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
@@ -28,15 +26,6 @@ WORKER_SETTINGS = {
     # these tests (tests/integration/test_expiry_guard.py covers it).
     "EXPIRY_GUARD_MIN_NODES": "100000",
 }
-
-
-def heartbeat(event, *, at: datetime | None = None, epoch: str | None = None):
-    return NodeHeartbeat(
-        node_id=event.node_id,
-        node_epoch=epoch or event.node_epoch,
-        event_time=at or datetime.now(UTC),
-        payload=HeartbeatPayload(uptime_seconds=12.5, active_operations=3),
-    )
 
 
 async def node_row(db, node_id):
@@ -68,7 +57,7 @@ async def events_for(settings, node_id, event_type):
 
 async def keep_beating(fleet, event, seconds: float, every: float = 0.5):
     for _ in range(int(seconds / every)):
-        await fleet.publish(heartbeat(event), topic="node-heartbeat.v1")
+        await fleet.publish(heartbeat_factory(event), topic="node-heartbeat.v1")
         await asyncio.sleep(every)
 
 
@@ -89,7 +78,9 @@ async def test_a_silent_node_expires_once_in_both_backends(fleet, db, consul, se
     await fleet.publish(event)
     await status_is(db, consul, event.node_id, "active", "passing")
     last_beat = datetime.now(UTC)
-    await fleet.publish(heartbeat(event, at=last_beat), topic="node-heartbeat.v1")
+    await fleet.publish(
+        heartbeat_factory(event, at=last_beat), topic="node-heartbeat.v1"
+    )
 
     await status_is(db, consul, event.node_id, "expired", "critical")
     await asyncio.sleep(2)  # more ticks: a second expiry would show now
@@ -143,7 +134,7 @@ async def test_heartbeat_from_an_unknown_node_asks_it_to_introspect_once(
     stranger = introspection_factory(node_type="stranger")
 
     for _ in range(5):
-        await fleet.publish(heartbeat(stranger), topic="node-heartbeat.v1")
+        await fleet.publish(heartbeat_factory(stranger), topic="node-heartbeat.v1")
 
     async def asked():
         return await read_topic(
@@ -166,7 +157,9 @@ async def test_heartbeat_from_a_restarted_node_asks_for_its_new_introspection(
     await fleet.publish(event)
     await status_is(db, consul, event.node_id, "active", "passing")
 
-    await fleet.publish(heartbeat(event, epoch="boot-2"), topic="node-heartbeat.v1")
+    await fleet.publish(
+        heartbeat_factory(event, epoch="boot-2"), topic="node-heartbeat.v1"
+    )
 
     async def asked():
         return await read_topic(
@@ -221,7 +214,7 @@ async def test_shutdown_from_an_older_process_is_ignored(fleet, db, consul):
     await fleet.publish(stale, topic="node-heartbeat.v1")
     marker = introspection_factory(node_id=old.node_id + "-m", node_type="survivor2")
     await fleet.publish(marker)
-    await fleet.publish(heartbeat(new), topic="node-heartbeat.v1")
+    await fleet.publish(heartbeat_factory(new), topic="node-heartbeat.v1")
     await status_is(db, consul, marker.node_id, "active", "passing")
     await asyncio.sleep(1)
 

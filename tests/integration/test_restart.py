@@ -8,12 +8,12 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from registry_app.events import HeartbeatPayload, NodeHeartbeat, NodeIntrospection
+from registry_app.events import NodeIntrospection
 from tests.factories import introspection_factory
 from tests.integration.conftest import (
     Fleet,
@@ -70,22 +70,8 @@ class Heartbeats:
             await self._beat()
 
     async def _beat(self) -> None:
-        at = datetime.now(UTC)
         nodes = list(self.beating.values())
-        await asyncio.gather(
-            *(
-                self.fleet.publish(
-                    NodeHeartbeat(
-                        node_id=node.node_id,
-                        node_epoch=node.node_epoch,
-                        event_time=at,
-                        payload=HeartbeatPayload(uptime_seconds=1.0),
-                    ),
-                    topic="node-heartbeat.v1",
-                )
-                for node in nodes
-            )
-        )
+        at = await self.fleet.beat(nodes)
         for node in nodes:
             self.last_beat[node.node_id] = at
 
