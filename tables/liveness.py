@@ -14,6 +14,7 @@ from typing import Any
 import faust
 
 from registry_app.settings import Settings
+from registry_app.tables import node_keyed_table
 
 LIVENESS_TABLE_NAME = "liveness"
 
@@ -57,12 +58,9 @@ class Liveness:
 
 def create_liveness_table(app: faust.App, settings: Settings) -> faust.Table:
     """The liveness table, partitioned like the node table."""
-    return app.Table(
+    return node_keyed_table(
+        app,
+        settings,
         LIVENESS_TABLE_NAME,
-        default=None,
-        partitions=settings.topic_partitions,
-        schema=faust.Schema(
-            key_type=str, key_serializer="raw", value_serializer="json"
-        ),
         help="Node id -> newest sign of life and deadline (JSON).",
     )

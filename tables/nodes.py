@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from registry_app.backends.base import NodeRecord
 from registry_app.events import NodeIntrospection
 from registry_app.settings import Settings
+from registry_app.tables import node_keyed_table
 
 NODE_TABLE_NAME = "nodes"
 
@@ -121,13 +122,10 @@ class NodeState(BaseModel):
 
 def create_node_table(app: faust.App, settings: Settings) -> faust.Table:
     """The node table, partitioned like the topics that update it."""
-    return app.Table(
+    return node_keyed_table(
+        app,
+        settings,
         NODE_TABLE_NAME,
-        default=None,
-        partitions=settings.topic_partitions,
-        schema=faust.Schema(
-            key_type=str, key_serializer="raw", value_serializer="json"
-        ),
         help="Node id -> NodeState (JSON) of every node this registry knows.",
     )
 
