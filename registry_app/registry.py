@@ -151,7 +151,11 @@ class Registry:
         state = load_state(self.nodes.get(node_id))
         new_state = lifecycle.apply_introspection(state, node_event)
         if new_state is not None:
-            self._store(new_state, correlation_id=node_event.event_id)
+            self._store(
+                new_state,
+                partition=event.message.partition,
+                correlation_id=node_event.event_id,
+            )
             logger.debug(
                 "node %s: introspection accepted (generation %d)",
                 node_id,
@@ -191,7 +195,11 @@ class Registry:
         if isinstance(node_event, NodeShutdown):
             new_state = lifecycle.apply_shutdown(state, node_event)
             if new_state is not None:
-                self._store(new_state, correlation_id=node_event.event_id)
+                self._store(
+                    new_state,
+                    partition=message.partition,
+                    correlation_id=node_event.event_id,
+                )
                 self._forget_liveness(node_id)
                 logger.info("node %s: shut down, deregistering", node_id)
             return
@@ -311,7 +319,9 @@ class Registry:
                 "last_heartbeat": liveness.last_seen_at if liveness else None,
                 "deadline": liveness.deadline_at if liveness else partition_time,
             }
-            self._store(new_state, correlation_id=None, details=details)
+            self._store(
+                new_state, partition=partition, correlation_id=None, details=details
+            )
             logger.info(
                 "node %s: expired, last sign of life %s (partition %d)",
                 node_id,
@@ -325,10 +335,12 @@ class Registry:
         self,
         state: NodeState,
         *,
+        partition: int,
         correlation_id: uuid.UUID | None,
         details: dict[str, Any] | None = None,
     ) -> None:
         """Write the node's new state and hand what the backends must hold to them."""
+        state = state.model_copy(update={"partition": partition})
         self.nodes[state.node_id] = dump_state(state)
         self.writer.submit(
             PendingRegistration(
@@ -336,21 +348,26 @@ class Registry:
                 generation=state.generation,
                 correlation_id=correlation_id,
                 details=details or {},
+                partition=partition,
             )
         )
 
     async def on_registered(self, outcomes: Sequence[RegistrationOutcome]) -> None:
         """Announce each node both backends now hold: to the node and to our table."""
         for outcome in outcomes:
+            # On the node's own partition number: the confirmation agent then reads
+            # it where the node's table entry lives.
             await self.topics.registry_events.send(
                 key=outcome.node_id.encode(),
                 value=announcement(outcome).model_dump_json().encode(),
+                partition=outcome.partition,
             )
 
     async def on_refused(self, pending: PendingRegistration, error: Exception) -> None:
         await self.topics.registry_events.send(
             key=pending.record.node_id.encode(),
             value=registration_failed(pending, error).model_dump_json().encode(),
+            partition=pending.partition,
         )
 
     async def on_partitions_revoked(self, sender, revoked, **kwargs) -> None:
@@ -374,6 +391,7 @@ class Registry:
                         record=state.to_record(),
                         generation=state.generation,
                         correlation_id=_uuid_or_none(state.last_event_id),
+                        partition=state.partition,
                     )
                 )
                 resubmitted += 1

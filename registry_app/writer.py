@@ -37,6 +37,7 @@ class PendingRegistration:
     correlation_id: uuid.UUID | None
     # Extra fields for the event that announces the outcome (e.g. the last heartbeat).
     details: dict[str, Any] = field(default_factory=dict)
+    partition: int | None = None  # where the node's events arrive; see NodeState
     submitted_at: float = field(default_factory=time.monotonic)
     done: set[str] = field(default_factory=set)
 
@@ -51,6 +52,7 @@ class RegistrationOutcome:
     generation: int
     correlation_id: uuid.UUID | None
     details: dict[str, Any]
+    partition: int | None
     seconds: float
 
 
@@ -264,6 +266,7 @@ class RegistrationWriter(Service):
                         generation=generation,
                         correlation_id=pending.correlation_id,
                         details=pending.details,
+                        partition=pending.partition,
                         seconds=now - pending.submitted_at,
                     )
                 )

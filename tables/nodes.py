@@ -79,6 +79,10 @@ class NodeState(BaseModel):
     # When the registry last changed this node (event time, or the partition's time
     # for an expiry); strictly grows with the generation, so backends can order writes.
     changed_at: datetime
+    # The partition the node's events arrive on. The registry announces on the same
+    # partition number, so its tables stay co-partitioned whatever partitioner the
+    # node's Kafka client uses.
+    partition: int | None = None
 
     @property
     def in_sync(self) -> bool:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.factories import introspection_factory, later
-from tests.integration.conftest import read_topic, wait_for
+from tests.integration.conftest import read_topic, read_topic_records, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 
@@ -239,3 +239,42 @@ async def test_metadata_past_consul_limits_is_cut_for_consul_but_whole_in_postgr
     assert all(key.replace("_", "").replace("-", "").isalnum() for key in meta)
     assert meta["meta_label_000"] == "v" * 512
     assert meta["node_id"] == event.node_id
+
+
+async def test_a_node_whose_client_partitions_differently_is_confirmed_once(
+    fleet, db, consul, settings
+):
+    # Regression: librdkafka's default partitioner is not murmur2. The registry must
+    # announce on the partition the node's events use, or its confirmation agent
+    # looks for the node in the wrong table partition and the node never gets in
+    # sync, so every repeat of its introspection is written and announced again.
+    from aiokafka.partitioner import DefaultPartitioner
+
+    event = introspection_factory(node_type="crc-client")
+    key = event.node_id.encode()
+    partitions = list(range(settings.topic_partitions))
+    usual = DefaultPartitioner()(key, partitions, partitions)
+    chosen = (usual + 1) % settings.topic_partitions
+    topic = settings.topic_name("node-introspection.v1")
+
+    await fleet.producer.send_and_wait(
+        topic, event.model_dump_json().encode(), key=key, partition=chosen
+    )
+    await registered_in_both(db, consul, event.node_id)
+    await asyncio.sleep(2)  # the confirmation reaches the table
+    repeat = later(event, 1)
+    await fleet.producer.send_and_wait(
+        topic, repeat.model_dump_json().encode(), key=key, partition=chosen
+    )
+    marker = introspection_factory(node_id=event.node_id + "-m", node_type="crc-client")
+    await fleet.publish(marker)
+    await registered_in_both(db, consul, marker.node_id)
+    await asyncio.sleep(1)
+
+    records = [
+        r
+        for r in await read_topic_records(settings.topic_name("registry-events.v1"))
+        if r.key == key
+    ]
+    assert [json.loads(r.value)["event_type"] for r in records] == ["NODE_REGISTERED"]
+    assert records[0].partition == chosen
