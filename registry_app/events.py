@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    field_validator,
 )
 
 SCHEMA_VERSION = 1
@@ -63,6 +64,19 @@ class IntrospectionPayload(_Model):
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[ShortText] = Field(default_factory=list, max_length=64)
     reason: Literal["startup", "requested", "refresh", "periodic"] = "startup"
+
+    @field_validator("capabilities")
+    @classmethod
+    def _capability_names_unique(
+        cls, capabilities: list[Capability]
+    ) -> list[Capability]:
+        # The registry indexes tools by (node, name): a name offered twice is ambiguous.
+        seen: set[str] = set()
+        for capability in capabilities:
+            if capability.name in seen:
+                raise ValueError(f"capability {capability.name!r} is listed twice")
+            seen.add(capability.name)
+        return capabilities
 
 
 class HeartbeatPayload(_Model):

@@ -61,8 +61,8 @@ _NODE_RULES = (
     f"key other than node_id, an event on another topic than its own, values over "
     f"{MAX_EVENT_BYTES} bytes, invalid UTF-8, "
     "duplicate object keys, NaN or Infinity, \\u0000 or lone surrogates in any "
-    f"string, nesting deeper than {MAX_DEPTH}, and an event_time without a UTC "
-    "offset."
+    f"string, nesting deeper than {MAX_DEPTH}, an event_time without a UTC "
+    "offset, and a capability name listed twice."
 )
 
 

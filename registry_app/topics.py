@@ -11,13 +11,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from registry_app.settings import Settings
-
-INTROSPECTION = "node-introspection.v1"
-HEARTBEAT = "node-heartbeat.v1"
-REGISTRY_EVENTS = "registry-events.v1"
-REQUESTS = "registry-requests.v1"
-DEAD_LETTER = "dead-letter.v1"
-ALL_TOPICS = (INTROSPECTION, HEARTBEAT, REGISTRY_EVENTS, REQUESTS, DEAD_LETTER)
+from registry_app.topic_names import (
+    ALL_TOPICS,
+    DEAD_LETTER,
+    HEARTBEAT,
+    INTROSPECTION,
+    REGISTRY_EVENTS,
+    REQUESTS,
+)
 
 logger = logging.getLogger(__name__)
 

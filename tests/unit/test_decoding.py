@@ -514,3 +514,13 @@ def test_decoding_raises_only_invalid_event_with_a_one_line_reason():
     # Mutations must reach the model too, not only the JSON checks.
     assert outcomes["accepted"] > 25
     assert outcomes["refused"] > 1000
+
+
+def test_a_capability_listed_twice_is_refused():
+    body = json.loads(introspection_factory("node-a").model_dump_json())
+    body["payload"]["capabilities"] = [{"name": "search"}, {"name": "search"}]
+
+    with pytest.raises(InvalidEvent) as refused:
+        decode_node_event(json.dumps(body).encode())
+
+    assert "capability 'search' is listed twice" in refused.value.reason
