@@ -421,6 +421,12 @@ class Registry:
                 raise InvalidEvent(
                     f"{node_event.event_type} does not belong on {message.topic}"
                 )
+            ahead = (node_event.event_time - datetime.now(UTC)).total_seconds()
+            if ahead > self.settings.max_clock_skew_seconds:
+                raise InvalidEvent(
+                    f"event_time is {ahead:.0f}s ahead of the registry's clock; "
+                    f"the limit is {self.settings.max_clock_skew_seconds:.0f}s"
+                )
             key = message.key.decode() if message.key is not None else None
             if key != node_event.node_id:
                 raise InvalidEvent(

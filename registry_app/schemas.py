@@ -183,6 +183,21 @@ def dead_letter_schema() -> dict[str, Any]:
                 "contentEncoding": "base64",
                 "description": "The exact bytes of the value, to replay it.",
             },
+            "value_truncated": {
+                "const": True,
+                "description": "Present when the value was too large to keep whole: "
+                "value and value_base64 then hold its first bytes only.",
+            },
+            "value_size": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Size of the whole value, when truncated.",
+            },
+            "value_sha256": {
+                "type": "string",
+                "pattern": "^[0-9a-f]{64}$",
+                "description": "SHA-256 of the whole value, when truncated.",
+            },
         },
         "required": [
             "reason",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, PostgresDsn, SecretStr, field_validator
+from pydantic import Field, PostgresDsn, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     # --- Kafka -----------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092",
+        min_length=1,
+        pattern=r"^[^,\s]+(,[^,\s]+)*$",
         description="Comma-separated host:port list of brokers.",
     )
     consumer_group: str = Field(
@@ -84,6 +86,11 @@ class Settings(BaseSettings):
         None,
         description="Silence after which a node expires (default: 3 intervals).",
     )
+    max_clock_skew_seconds: Annotated[float, Field(gt=0)] = Field(
+        300.0,
+        description="Events dated further than this ahead of the registry's clock are "
+        "dead-lettered: one would pin its node's state until that time.",
+    )
     expiry_tick_seconds: Annotated[float, Field(gt=0)] = Field(
         5.0,
         description="How often each worker checks its partitions for expired nodes. "
@@ -127,6 +134,29 @@ class Settings(BaseSettings):
         "rocksdb://",
         description="Faust table store; rocksdb:// keeps state on disk (rocksdict).",
     )
+
+    # The local servers' ports (scripts/servers.sh): when only these are set, the
+    # registry follows them, so one set of variables serves the servers, the demo,
+    # the tests and the CLI.
+    kafka_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    consul_http_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    postgres_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _follow_local_server_ports(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("kafka_port") and not data.get("kafka_bootstrap_servers"):
+            data["kafka_bootstrap_servers"] = f"127.0.0.1:{data['kafka_port']}"
+        if data.get("consul_http_port") and not data.get("consul_port"):
+            data["consul_port"] = data["consul_http_port"]
+        if data.get("postgres_port") and not data.get("postgres_dsn"):
+            data["postgres_dsn"] = (
+                f"postgresql://registry:registry@127.0.0.1:{data['postgres_port']}"
+                "/registry"
+            )
+        return data
 
     @field_validator("postgres_pool_max_size")
     @classmethod

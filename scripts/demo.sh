@@ -17,19 +17,24 @@ while [ $# -gt 0 ]; do
   case $1 in
     --nodes) nodes=$2; shift 2 ;;
     --keep-running) keep_running=1; shift ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
+case $nodes in
+  ''|*[!0-9]*|0) echo "--nodes takes a whole number above 0, not '$nodes'" >&2; exit 2 ;;
+esac
+
+# One demo at a time: two workers on one data directory fight over RocksDB's lock.
+demo_pidfile="$ROOT_DIR/.cache/run/demo-worker.pid"
+if [ -f "$demo_pidfile" ] && kill -0 "$(cat "$demo_pidfile")" 2>/dev/null; then
+  echo "[demo] another demo's worker is running (pid $(cat "$demo_pidfile")); stop it first" >&2
+  exit 1
+fi
+
 scripts/bootstrap.sh
 scripts/servers.sh start
-
-# The registry finds the servers where scripts/servers.sh put them (their ports are
-# configurable there), unless told otherwise.
-export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:${KAFKA_PORT:-9092}}
-export CONSUL_PORT=${CONSUL_PORT:-${CONSUL_HTTP_PORT:-8500}}
-export POSTGRES_DSN=${POSTGRES_DSN:-postgresql://${POSTGRES_USER:-registry}:${POSTGRES_PASSWORD:-registry}@127.0.0.1:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-registry}}
 
 # The demo's worker keeps its tables apart from any other worker on this machine.
 export DATA_DIR="$ROOT_DIR/.cache/demo/registry-data"
@@ -40,7 +45,9 @@ worker_log="$ROOT_DIR/.cache/run/demo-worker.log"
 echo "[demo] starting a registry worker (log: $worker_log)"
 .venv/bin/registry-app worker -l info > "$worker_log" 2>&1 &
 worker_pid=$!
+echo "$worker_pid" > "$demo_pidfile"
 stop_worker() {
+  rm -f "$demo_pidfile"
   if kill -0 "$worker_pid" 2>/dev/null; then
     echo "[demo] stopping the worker"
     kill -TERM "$worker_pid" 2>/dev/null || true
@@ -61,7 +68,7 @@ done
 echo "[demo] worker ready; web views on http://127.0.0.1:$WEB_PORT/"
 
 run="demo$(date +%H%M%S)"
-.venv/bin/registry-app simulate --nodes "$nodes" --run "$run"
+.venv/bin/registry-app simulate --once --nodes "$nodes" --run "$run"
 
 echo "[demo] waiting for all $nodes nodes in Consul and PostgreSQL"
 .venv/bin/registry-app nodes --prefix "sim-$run-" --wait-for "$nodes" --timeout 120

@@ -6,6 +6,7 @@
 # With no server named, all three.  Everything goes into .cache/ (git-ignored, or
 # $REGISTRY_CACHE_DIR); a second `start` reuses what is there and takes seconds.
 # Ports: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), CONSUL_HTTP_PORT (8500),
+# CONSUL_SERVER_PORT (8300), CONSUL_SERF_LAN_PORT (8301), CONSUL_SERF_WAN_PORT (8302),
 # POSTGRES_PORT (5432).  Logs: .cache/run/<server>.log.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ for server in kafka consul postgres; do
 done
 
 usage() {
-  sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit 2
 }
 

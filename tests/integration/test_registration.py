@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -278,3 +279,44 @@ async def test_a_node_whose_client_partitions_differently_is_confirmed_once(
     ]
     assert [json.loads(r.value)["event_type"] for r in records] == ["NODE_REGISTERED"]
     assert records[0].partition == chosen
+
+
+async def test_an_event_dated_in_the_future_is_dead_lettered_and_pins_nothing(
+    fleet, db, consul, settings
+):
+    event = introspection_factory(node_type="time-traveller")
+    future = event.model_copy(
+        update={"event_time": event.event_time + timedelta(days=365)}
+    )
+
+    await fleet.publish(future)
+    await fleet.publish(event)
+    row, _ = await registered_in_both(db, consul, event.node_id)
+
+    assert row["last_event_time"] == event.event_time
+    dead = await read_topic(
+        settings.topic_name("dead-letter.v1"), key=event.node_id.encode()
+    )
+    assert len(dead) == 1
+    assert "ahead of the registry's clock" in dead[0]["reason"]
+
+
+async def test_an_event_too_large_to_dead_letter_whole_is_kept_in_part(
+    fleet, db, consul, settings
+):
+    big = introspection_factory(node_type="heavy")
+    oversized = (
+        big.model_dump_json().encode()[:-1] + b', "x": "' + b"y" * 900_000 + b'"}'
+    )
+    follower = introspection_factory(node_id=big.node_id, node_type="heavy")
+
+    await fleet.publish_raw(big.node_id.encode(), oversized)
+    await fleet.publish(follower)
+    await registered_in_both(db, consul, big.node_id)
+
+    [dead] = await read_topic(
+        settings.topic_name("dead-letter.v1"), key=big.node_id.encode()
+    )
+    assert "limit" in dead["reason"]
+    assert dead["value_truncated"] is True
+    assert dead["value_size"] == len(oversized)
