@@ -98,8 +98,9 @@ async def postgres_dsn(run_id: str):
     await admin.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def db(postgres_dsn: str):
+    # Per module: the outage tests restart PostgreSQL, which closes every connection.
     connection = await asyncpg.connect(postgres_dsn)
     yield connection
     await connection.close()
