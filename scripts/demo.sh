@@ -4,8 +4,8 @@
 #
 #   scripts/demo.sh [--nodes N] [--keep-running]
 #
-# --keep-running leaves the worker in the foreground until Ctrl-C; the servers keep
-# running either way (scripts/servers.sh stop stops them).
+# --keep-running then keeps the fleet heartbeating and the worker running until Ctrl-C;
+# the servers keep running either way (scripts/servers.sh stop stops them).
 set -euo pipefail
 
 ROOT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,7 +65,7 @@ until grep -q "Ready" "$worker_log" 2>/dev/null; do
   fi
   sleep 0.5
 done
-echo "[demo] worker ready; web views on http://127.0.0.1:$WEB_PORT/"
+echo "[demo] worker ready; its Faust web server is on http://127.0.0.1:$WEB_PORT/"
 
 run="demo$(date +%H%M%S)"
 .venv/bin/registry-app simulate --once --nodes "$nodes" --run "$run"
@@ -74,6 +74,7 @@ echo "[demo] waiting for all $nodes nodes in Consul and PostgreSQL"
 .venv/bin/registry-app nodes --prefix "sim-$run-" --wait-for "$nodes" --timeout 120
 
 if [ "$keep_running" = 1 ]; then
-  echo "[demo] the worker keeps running; Ctrl-C stops it"
-  wait "$worker_pid"
+  # The same nodes come back (new epochs) and heartbeat, so none expires meanwhile.
+  echo "[demo] the fleet keeps heartbeating and the worker keeps running; Ctrl-C stops both"
+  .venv/bin/registry-app simulate --nodes "$nodes" --run "$run" || true
 fi

@@ -45,6 +45,16 @@ POSTGRES_ADMIN_DSN = os.environ.get(
 
 T = TypeVar("T")
 
+FAST_LIVENESS_TIMEOUT = 4.0
+FAST_LIVENESS = {
+    "LIVENESS_TIMEOUT_SECONDS": str(FAST_LIVENESS_TIMEOUT),
+    "EXPIRY_TICK_SECONDS": "0.5",
+    "HEARTBEAT_FLUSH_SECONDS": "0.5",
+    "REINTROSPECTION_MIN_INTERVAL_SECONDS": "3",
+}
+"""Worker settings that make expiry observable within a test: a module's
+WORKER_SETTINGS can start from these."""
+
 
 def _port_open(host: str, port: int) -> bool:
     with socket.socket() as probe:

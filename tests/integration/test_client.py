@@ -23,16 +23,20 @@ from registry_app.events import (
     RequestIntrospection,
     RequestIntrospectionPayload,
 )
-from tests.integration.conftest import KAFKA, read_topic, wait_for
+from tests.integration.conftest import (
+    FAST_LIVENESS,
+    FAST_LIVENESS_TIMEOUT,
+    KAFKA,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 
-TIMEOUT = 4.0
+TIMEOUT = FAST_LIVENESS_TIMEOUT
 WORKER_SETTINGS = {
-    "LIVENESS_TIMEOUT_SECONDS": str(TIMEOUT),
-    "EXPIRY_TICK_SECONDS": "0.5",
-    "HEARTBEAT_FLUSH_SECONDS": "0.5",
-    "REINTROSPECTION_MIN_INTERVAL_SECONDS": "3",
+    **FAST_LIVENESS,
+    # The mass-expiry guard has tests of its own (test_expiry_guard.py).
     "EXPIRY_GUARD_MIN_NODES": "100000",
 }
 README = Path(__file__).resolve().parents[2] / "README.md"

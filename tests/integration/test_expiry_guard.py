@@ -10,16 +10,18 @@ import pytest
 
 from registry_app.events import NodeIntrospection
 from tests.factories import introspection_factory
-from tests.integration.conftest import read_topic_records, wait_for
+from tests.integration.conftest import (
+    FAST_LIVENESS,
+    FAST_LIVENESS_TIMEOUT,
+    read_topic_records,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 
-TIMEOUT = 4.0
+TIMEOUT = FAST_LIVENESS_TIMEOUT
 WORKER_SETTINGS = {
-    "LIVENESS_TIMEOUT_SECONDS": str(TIMEOUT),
-    "EXPIRY_TICK_SECONDS": "0.5",
-    "HEARTBEAT_FLUSH_SECONDS": "0.5",
-    "REINTROSPECTION_MIN_INTERVAL_SECONDS": "2",
+    **FAST_LIVENESS,
     # One partition, so every node counts against the same guard.
     "TOPIC_PARTITIONS": "1",
     "EXPIRY_GUARD_MIN_NODES": "5",

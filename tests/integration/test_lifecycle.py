@@ -12,18 +12,19 @@ from registry_app.events import (
     NodeShutdown,
 )
 from tests.factories import heartbeat_factory, introspection_factory, later
-from tests.integration.conftest import read_topic, wait_for
+from tests.integration.conftest import (
+    FAST_LIVENESS,
+    FAST_LIVENESS_TIMEOUT,
+    read_topic,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("worker")]
 
-TIMEOUT = 4.0
+TIMEOUT = FAST_LIVENESS_TIMEOUT
 WORKER_SETTINGS = {
-    "LIVENESS_TIMEOUT_SECONDS": str(TIMEOUT),
-    "EXPIRY_TICK_SECONDS": "0.5",
-    "HEARTBEAT_FLUSH_SECONDS": "0.5",
-    "REINTROSPECTION_MIN_INTERVAL_SECONDS": "3",
-    # One guard-free partition per node type would be overkill: keep the guard out of
-    # these tests (tests/integration/test_expiry_guard.py covers it).
+    **FAST_LIVENESS,
+    # The mass-expiry guard has tests of its own (test_expiry_guard.py).
     "EXPIRY_GUARD_MIN_NODES": "100000",
 }
 
