@@ -28,6 +28,7 @@ from registry_app.events import (
 )
 from registry_app.lifecycle import HeartbeatVerdict
 from registry_app.liveness import ExpiryIndex, MassExpiryGuard
+from registry_app.metrics import RegistryMetrics, install_metrics_view
 from registry_app.requests import IntrospectionRequests
 from registry_app.settings import Settings
 from registry_app.tables.liveness import Liveness, create_liveness_table
@@ -38,6 +39,7 @@ from registry_app.tables.nodes import (
     load_state,
 )
 from registry_app.topics import RegistryTopics, create_topics, ensure_topics
+from registry_app.web import install_views
 from registry_app.writer import (
     PendingRegistration,
     RegistrationOutcome,
@@ -88,6 +90,7 @@ class Registry:
         self.topics: RegistryTopics = create_topics(self.app, settings)
         self.nodes = create_node_table(self.app, settings)
         self.liveness = create_liveness_table(self.app, settings)
+        self.metrics = RegistryMetrics()
 
         self.writer = RegistrationWriter(
             backends
@@ -96,6 +99,7 @@ class Registry:
             on_registered=self.on_registered,
             on_refused=self.on_refused,
             heartbeat_flush_seconds=settings.heartbeat_flush_seconds,
+            metrics=self.metrics,
         )
         self.app.add_dependency(self.writer)
 
@@ -114,6 +118,8 @@ class Registry:
         self.app.on_partitions_revoked.connect(self.on_partitions_revoked)
         self.app.timer(settings.expiry_tick_seconds)(self.publish_ticks)
         self._install_agents()
+        install_metrics_view(self)
+        install_views(self)
 
     # --- agents ----------------------------------------------------------------------
 
@@ -125,18 +131,21 @@ class Registry:
             """Accept each node's introspection into the table and queue its writes."""
             async for event in stream.events():
                 await self.on_introspection_message(event)
+                self.metrics.processed(event.message)
 
         @app.agent(topics.heartbeat, name="registry.liveness")
         async def liveness_agent(stream: faust.StreamT) -> None:
             """Heartbeats, shutdowns and ticks: keep deadlines, expire the silent."""
             async for event in stream.events():
                 await self.on_liveness_message(event)
+                self.metrics.processed(event.message)
 
         @app.agent(topics.registry_events, name="registry.confirmations")
         async def confirmation_agent(stream: faust.StreamT) -> None:
             """Mark nodes in sync once the writer confirmed every backend."""
             async for event in stream.events():
                 self.on_registry_event_message(event)
+                self.metrics.processed(event.message)
 
         self.introspection_agent = introspection_agent
         self.liveness_agent = liveness_agent
@@ -208,6 +217,7 @@ class Registry:
 
         liveness = Liveness.load(self.liveness.get(node_id))
         verdict = lifecycle.judge_heartbeat(state, liveness, node_event)
+        self.metrics.heartbeats.labels(verdict.value).inc()
         if verdict in (HeartbeatVerdict.ALIVE, HeartbeatVerdict.NEW_EPOCH):
             self._refresh_liveness(
                 node_id, message.partition, node_event.node_epoch, node_event.event_time
@@ -238,6 +248,7 @@ class Registry:
         if new_state is None:
             return
         self.nodes[node_id] = dump_state(new_state)
+        self.metrics.node_stored(new_state)
         logger.info(
             "node %s: %s in both backends (type %s, generation %d)",
             node_id,
@@ -305,6 +316,7 @@ class Registry:
         if not self.expiry_guard.allows(
             partition, len(due), self.expiry_index.tracked(partition)
         ):
+            self.metrics.expiries_held.inc()
             return
 
         partition_time = datetime.fromtimestamp(tick_time, UTC)
@@ -324,6 +336,7 @@ class Registry:
             self._store(
                 new_state, partition=partition, correlation_id=None, details=details
             )
+            self.metrics.expiries.inc()
             logger.info(
                 "node %s: expired, last sign of life %s (partition %d)",
                 node_id,
@@ -344,6 +357,7 @@ class Registry:
         """Write the node's new state and hand what the backends must hold to them."""
         state = state.model_copy(update={"partition": partition})
         self.nodes[state.node_id] = dump_state(state)
+        self.metrics.node_stored(state)
         self.writer.submit(
             PendingRegistration(
                 record=state.to_record(),
@@ -357,6 +371,7 @@ class Registry:
     async def on_registered(self, outcomes: Sequence[RegistrationOutcome]) -> None:
         """Announce each node both backends now hold: to the node and to our table."""
         for outcome in outcomes:
+            self.metrics.registration_outcome(outcome)
             # On the node's own partition number: the confirmation agent then reads
             # it where the node's table entry lives.
             await self.topics.registry_events.send(
@@ -366,6 +381,7 @@ class Registry:
             )
 
     async def on_refused(self, pending: PendingRegistration, error: Exception) -> None:
+        self.metrics.registration_refused()
         await self.topics.registry_events.send(
             key=pending.record.node_id.encode(),
             value=registration_failed(pending, error).model_dump_json().encode(),
@@ -385,8 +401,11 @@ class Registry:
     async def on_nodes_recovered(self) -> None:
         """After a restart or rebalance, finish the writes the table holds pending."""
         resubmitted = 0
+        self.metrics.forget_nodes()
         for _key, raw in self.nodes.items():
             state = load_state(raw)
+            if state is not None:
+                self.metrics.node_stored(state)
             if state is not None and not state.in_sync:
                 self.writer.submit(
                     PendingRegistration(
@@ -442,6 +461,7 @@ class Registry:
     async def dead_letter(self, event: EventT, reason: str) -> None:
         """Park a refused event, with the reason, and carry on with the next one."""
         message = event.message
+        self.metrics.dead_lettered.labels(message.topic).inc()
         logger.warning(
             "dead-lettered %s[%d]@%d: %s",
             message.topic,

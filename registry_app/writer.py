@@ -12,8 +12,9 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mode import Service
 from tenacity import (
@@ -24,6 +25,9 @@ from tenacity import (
 )
 
 from registry_app.backends.base import BackendError, NodeRecord, RegistrationBackend
+
+if TYPE_CHECKING:
+    from registry_app.metrics import RegistryMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +80,12 @@ class RegistrationWriter(Service):
         batch_size: int = 256,
         max_backoff_seconds: float = 10.0,
         heartbeat_flush_seconds: float = 5.0,
+        metrics: RegistryMetrics | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.backends = list(backends)
+        self.metrics = metrics
         self._on_registered = on_registered
         self._on_refused = on_refused
         self._heartbeat_flush_seconds = heartbeat_flush_seconds
@@ -192,7 +198,7 @@ class RegistrationWriter(Service):
 
             try:
                 async for attempt in self._retrying(backend.name, "write"):
-                    with attempt:
+                    with attempt, self._timed_write(backend.name):
                         await backend.register([p.record for p in batch])
                 if attempt.retry_state.attempt_number > 1:
                     logger.info(
@@ -273,6 +279,12 @@ class RegistrationWriter(Service):
         if finished:
             await self._on_registered(finished)
 
+    def _timed_write(self, backend_name: str):
+        """Each write attempt, timed and counted when the writer has metrics."""
+        if self.metrics is None:
+            return nullcontext()
+        return self.metrics.backend_write(backend_name)
+
     def _retrying(self, backend_name: str, what: str) -> AsyncRetrying:
         def log_retry(state: RetryCallState) -> None:
             # One warning when a backend starts failing, then every tenth try, so an
@@ -288,7 +300,9 @@ class RegistrationWriter(Service):
 
         return AsyncRetrying(
             retry=retry_if_exception(_is_retriable),
-            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff),
+            wait=wait_exponential_jitter(
+                multiplier=0.05, max=self._max_backoff, jitter=0.25
+            ),
             before_sleep=log_retry,
             reraise=True,
         )
