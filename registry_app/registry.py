@@ -220,7 +220,11 @@ class Registry:
         self.metrics.heartbeats.labels(verdict.value).inc()
         if verdict in (HeartbeatVerdict.ALIVE, HeartbeatVerdict.NEW_EPOCH):
             self._refresh_liveness(
-                node_id, message.partition, node_event.node_epoch, node_event.event_time
+                node_id,
+                message.partition,
+                node_event.node_epoch,
+                node_event.event_time,
+                current=liveness,
             )
             self.writer.note_heartbeat(node_id, node_event.event_time.timestamp())
         if verdict in (HeartbeatVerdict.UNKNOWN, HeartbeatVerdict.NEW_EPOCH):
@@ -260,10 +264,17 @@ class Registry:
     # --- liveness and expiry ---------------------------------------------------------
 
     def _refresh_liveness(
-        self, node_id: str, partition: int, epoch: str, event_time: datetime
+        self,
+        node_id: str,
+        partition: int,
+        epoch: str,
+        event_time: datetime,
+        current: Liveness | None = None,
     ) -> None:
+        """Move the deadline forward; `current` is the entry if the caller read it."""
         seen = event_time.timestamp()
-        current = Liveness.load(self.liveness.get(node_id))
+        if current is None:
+            current = Liveness.load(self.liveness.get(node_id))
         if current is not None and current.last_seen >= seen:
             return
         deadline = seen + self.settings.liveness_timeout
