@@ -79,7 +79,10 @@ async def test_a_thousand_simulated_nodes_become_active(settings, db, consul):
 
     assert summary["send_errors"] == 0
     assert summary["introspections"] == 1000
-    assert summary["heartbeats"] >= 1000 * 4
+    # The sleep past the liveness timeout alone spans (LIVENESS + 2) / 2 s = 4 heartbeat
+    # slots per node; on a loaded machine the first or last may fall outside it, so
+    # count on 3: enough beats that every node outlived its deadline by beating.
+    assert summary["heartbeats"] >= 1000 * 3
     assert summary["final_shutdowns"] == 1000
 
     async def all_deregistered():
